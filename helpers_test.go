@@ -1,0 +1,77 @@
+package refreshtoken_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// t0 is the instant the fake clocks of the tests start at.
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// fakeClock is a clock that moves only when told to. The client and the
+// token server share one, so expiry is tested without sleeping.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+func (c *fakeClock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+// eventually fails the test if cond does not become true within 5 s. It is a
+// guard against hanging, not a timing claim: cond waits for work that other
+// goroutines finish in microseconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recv returns the next value from c, failing the test after 5 s.
+func recv[T any](t *testing.T, what string, c <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// gate holds token requests at the server until released, so a test can
+// keep a refresh in flight.
+type gate struct {
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate {
+	return &gate{arrived: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+// hold is a refreshtokentest OnTokenRequest hook.
+func (g *gate) hold(*http.Request) {
+	g.arrived <- struct{}{}
+	<-g.release
+}

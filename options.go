@@ -1,0 +1,114 @@
+package refreshtoken
+
+import (
+	"context"
+	"net/url"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// DefaultRefreshTimeout bounds one refresh when [WithRefreshTimeout] is not
+// given. It is long enough for a slow endpoint and short enough that a hung
+// connection does not hold every waiting caller for minutes.
+const DefaultRefreshTimeout = 30 * time.Second
+
+// An Option configures a [TokenSource] made by [New] or [Cache].
+type Option func(*options)
+
+type options struct {
+	window  window
+	now     func() time.Time
+	timeout time.Duration
+	onNew   func(context.Context, *oauth2.Token) error
+	json    bool
+	params  url.Values
+}
+
+func resolve(opts []Option) options {
+	o := options{
+		window:  window{early: DefaultEarlyRefresh, jitter: DefaultJitter},
+		now:     time.Now,
+		timeout: DefaultRefreshTimeout,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithEarlyRefresh sets how long before an access token expires the source
+// starts refreshing it in the background, while callers are still handed the
+// current token. The default is [DefaultEarlyRefresh] (2 minutes). For a
+// token whose lifetime is known (every token the source fetched itself) the
+// window is at most half of that lifetime. Zero turns early refresh off:
+// callers then wait for the refresh once the token is within its safety
+// margin of expiry (10 s, or a quarter of a shorter lifetime).
+func WithEarlyRefresh(d time.Duration) Option {
+	return func(o *options) { o.window.early = max(d, 0) }
+}
+
+// WithJitter sets how far, at most, the start of the early refresh is moved
+// later, at random, per token. The default is [DefaultJitter] (30 s). It is
+// capped at half the time between the start of the early window and the
+// safety margin, so jitter never makes a caller wait. Zero makes refreshes
+// start exactly when the window opens.
+func WithJitter(d time.Duration) Option {
+	return func(o *options) { o.window.jitter = max(d, 0) }
+}
+
+// WithClock sets the clock the source judges expiry by. The default is
+// [time.Now]. It is meant for tests; the refresh timeout always uses real
+// time.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// WithRefreshTimeout bounds each refresh, which runs detached from any
+// caller's context. The default, also used for d <= 0, is
+// [DefaultRefreshTimeout] (30 s).
+func WithRefreshTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
+}
+
+// WithOnNewToken sets a function called with every new token the source
+// fetches, before any caller is handed it: the place to persist a rotated
+// refresh token. The token passed has the access token's real Expiry and
+// the current refresh token, and is the function's to keep. It runs while
+// the refresh holds its lock, with the refresh's context, so callers waiting
+// for a token wait for it too.
+//
+// If it returns an error, the new token is used all the same (with rotation
+// the old refresh token is already dead, so dropping the new one would lose
+// everything), and the callers that were waiting for this refresh get the
+// error, wrapped; when the refresh ran in the background, no caller sees
+// it, so the function should report its own failures. It is not called
+// again for the same token. By default nothing is called.
+func WithOnNewToken(f func(ctx context.Context, tok *oauth2.Token) error) Option {
+	return func(o *options) { o.onNew = f }
+}
+
+// WithJSONBody makes [New] send the refresh request as application/json, as
+// in Auth0's sample request, instead of the default
+// application/x-www-form-urlencoded of RFC 6749. [Cache] ignores it.
+func WithJSONBody() Option {
+	return func(o *options) { o.json = true }
+}
+
+// WithEndpointParams adds parameters to every refresh request made by [New],
+// such as Auth0's "audience". They may not set a parameter the grant sets
+// itself (grant_type, refresh_token, client_id, client_secret, scope): such a
+// source fails every refresh with an error that says so. The default adds
+// none. [Cache] ignores it.
+func WithEndpointParams(params url.Values) Option {
+	return func(o *options) {
+		o.params = make(url.Values, len(params))
+		for k, vs := range params {
+			o.params[k] = append([]string(nil), vs...)
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package refreshtokentest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// post sends a form to the token endpoint and decodes the JSON answer.
+func post(t *testing.T, s *Server, form url.Values, basic bool) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, m
+}
+
+func refreshForm(s *Server, rt string) url.Values {
+	return url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {s.cfg.ClientID}, "client_secret": {s.cfg.ClientSecret}}
+}
+
+func TestReuseRevokesFamily(t *testing.T) {
+	s := NewServer(Config{})
+	defer s.Close()
+	rt1 := s.NewRefreshToken("offline_access")
+	status, body := post(t, s, refreshForm(s, rt1), false)
+	if status != 200 {
+		t.Fatalf("first refresh: %d %v", status, body)
+	}
+	rt2 := body["refresh_token"].(string)
+	if rt2 == rt1 {
+		t.Fatal("refresh token not rotated")
+	}
+	// rt1 again: reuse. The family, rt2 included, is revoked.
+	if status, body := post(t, s, refreshForm(s, rt1), false); status != 403 || body["error"] != "invalid_grant" {
+		t.Errorf("reused token: %d %v, want 403 invalid_grant", status, body)
+	}
+	if status, body := post(t, s, refreshForm(s, rt2), false); status != 403 || body["error"] != "invalid_grant" {
+		t.Errorf("newest token after reuse: %d %v, want 403 invalid_grant", status, body)
+	}
+	if got := s.Stats(); got.ReuseEvents != 1 || got.Refreshes != 1 || got.TokenRequests != 3 || got.Rejected != 2 {
+		t.Errorf("stats = %+v", got)
+	}
+}
+
+func TestClientAuthentication(t *testing.T) {
+	s := NewServer(Config{ClientSecret: "s p@ce:&"})
+	defer s.Close()
+	tests := []struct {
+		name   string
+		form   func(rt string) url.Values
+		basic  bool
+		status int
+		code   string
+	}{
+		{name: "secret in body", form: func(rt string) url.Values { return refreshForm(s, rt) }, status: 200},
+		{name: "secret in Basic", form: func(rt string) url.Values {
+			return url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+		}, basic: true, status: 200},
+		{name: "both", form: func(rt string) url.Values { return refreshForm(s, rt) }, basic: true, status: 400, code: "invalid_request"},
+		{name: "wrong secret", form: func(rt string) url.Values {
+			f := refreshForm(s, rt)
+			f.Set("client_secret", "nope")
+			return f
+		}, status: 401, code: "invalid_client"},
+		{name: "wrong grant", form: func(rt string) url.Values {
+			f := refreshForm(s, rt)
+			f.Set("grant_type", "password")
+			return f
+		}, status: 400, code: "unsupported_grant_type"},
+		{name: "unknown refresh token", form: func(string) url.Values { return refreshForm(s, "rt-unknown") }, status: 403, code: "invalid_grant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := post(t, s, tt.form(s.NewRefreshToken("")), tt.basic)
+			if status != tt.status || (tt.code != "" && body["error"] != tt.code) {
+				t.Errorf("got %d %v, want %d %s", status, body, tt.status, tt.code)
+			}
+		})
+	}
+}
+
+func TestAPIRejectsExpiredTokens(t *testing.T) {
+	var now atomic.Int64 // UNIX seconds, read by the server's goroutines
+	now.Store(1_800_000_000)
+	s := NewServer(Config{Clock: func() time.Time { return time.Unix(now.Load(), 0) }, Lifetime: time.Minute})
+	defer s.Close()
+	_, body := post(t, s, refreshForm(s, s.NewRefreshToken("")), false)
+	at := body["access_token"].(string)
+	call := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, s.APIURL, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call(at); got != 200 {
+		t.Errorf("fresh token: %d, want 200", got)
+	}
+	if got := call("at-forged"); got != 401 {
+		t.Errorf("unknown token: %d, want 401", got)
+	}
+	now.Add(60)
+	if got := call(at); got != 401 {
+		t.Errorf("expired token: %d, want 401", got)
+	}
+	if got := s.Stats(); got.APICalls != 3 || got.APIRejected != 2 {
+		t.Errorf("stats = %+v", got)
+	}
+}

@@ -137,20 +137,24 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*oauth
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
 	}
-	select {
-	case r := <-s.group.DoChan(refreshKey, s.refresh):
-		if r.Err != nil {
-			return nil, r.Err
+	// A second round covers a caller that joined a refresh just as it
+	// ended, and whose token the caller's clock already finds expired;
+	// refresh never returns an expired token of its own.
+	for range 2 {
+		select {
+		case r := <-s.group.DoChan(refreshKey, s.refresh):
+			if r.Err != nil {
+				return nil, r.Err
+			}
+			e := r.Val.(*entry)
+			if now := s.now(); stateAt(now, e.refreshAt, e.expiredAt) != expired {
+				return e.handOut(now), nil
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
 		}
-		e := r.Val.(*entry)
-		now := s.now()
-		if stateAt(now, e.refreshAt, e.expiredAt) == expired {
-			return nil, errors.New("refreshtoken: the new token expired before it could be handed out")
-		}
-		return e.handOut(now), nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
 	}
+	return nil, errors.New("refreshtoken: the new token expired before it could be handed out")
 }
 
 // handOut returns a copy of the cached token for one caller.
@@ -243,6 +247,14 @@ func (s *TokenSource) update(f func(*entry) *entry) {
 			return
 		}
 	}
+}
+
+// Err returns the error of the last refresh if it failed, and nil once a
+// refresh has succeeded. While it is not nil, the source hands out its
+// cached token as long as that is valid, and waits for the back-off to end
+// before calling the endpoint again: a health check can report it.
+func (s *TokenSource) Err() error {
+	return s.cur.Load().err
 }
 
 // Invalidate drops the cached access token, so that the next call to Token

@@ -398,7 +398,8 @@ func TestFailedRefresh(t *testing.T) {
 	if tok := mustToken(t, ts); tok.AccessToken != first.AccessToken {
 		t.Fatalf("Token() = %q, want the cached token", tok.AccessToken)
 	}
-	eventually(t, "the failed refresh", func() bool { return proxy.requests.Load() == 2 })
+	eventually(t, "the failed refresh", func() bool { return ts.Err() != nil })
+	err1 := ts.Err()
 	for range 50 {
 		if tok := mustToken(t, ts); tok.AccessToken != first.AccessToken {
 			t.Fatalf("Token() = %q, want the cached token during the back-off", tok.AccessToken)
@@ -411,9 +412,14 @@ func TestFailedRefresh(t *testing.T) {
 	// Past the back-off, one more attempt, in the background again.
 	clock.Add(time.Second)
 	mustToken(t, ts)
-	eventually(t, "the second failed refresh", func() bool { return proxy.requests.Load() == 3 })
+	eventually(t, "the second failed refresh", func() bool { return ts.Err() != err1 })
+	if got := proxy.requests.Load(); got != 3 {
+		t.Errorf("requests = %d, want 3", got)
+	}
 
-	// Expired: callers now get the error, at once, during the back-off (2 s).
+	// Expired, and that back-off (2 s) long over: the first caller waits for
+	// one more attempt, which fails; the others get its error at once for
+	// the next back-off (4 s).
 	clock.Set(t0.Add(time.Hour))
 	_, err := ts.Token()
 	var re *oauth2.RetrieveError
@@ -440,6 +446,9 @@ func TestFailedRefresh(t *testing.T) {
 	}
 	if got := srv.Stats(); got.ReuseEvents != 0 || got.Refreshes != 2 {
 		t.Errorf("server stats = %+v, want 2 refreshes, no reuse", got)
+	}
+	if err := ts.Err(); err != nil {
+		t.Errorf("Err() after a successful refresh = %v, want nil", err)
 	}
 }
 
@@ -619,5 +628,23 @@ func TestNewClientPerRequest(t *testing.T) {
 	}
 	if got.Refreshes != lifetimes || got.APICalls != lifetimes*goroutines*requests {
 		t.Errorf("server stats = %+v, want %d refreshes and %d API calls", got, lifetimes, lifetimes*goroutines*requests)
+	}
+}
+
+// TestRefreshTimeout: a refresh that hangs is ended by its own timeout, not
+// by a caller, and the error says so.
+func TestRefreshTimeout(t *testing.T) {
+	clock := newFakeClock(t0)
+	g := newGate()
+	defer close(g.release)
+	_, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: g.hold}, refreshtoken.WithRefreshTimeout(20*time.Millisecond))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ts.Token()
+		errc <- err
+	}()
+	recv(t, "the refresh", g.arrived)
+	if err := recv(t, "the timeout", errc); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Token() error = %v, want one wrapping context.DeadlineExceeded", err)
 	}
 }

@@ -2,6 +2,7 @@ package refreshtoken_test
 
 import (
 	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func (c *fakeClock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // eventually fails the test if cond does not become true within 5 s. It is a
 // guard against hanging, not a timing claim: cond waits for work that other
-// goroutines finish in microseconds.
+// goroutines finish in microseconds, such as a background refresh landing.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -43,7 +44,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(time.Millisecond)
+		runtime.Gosched()
 	}
 }
 

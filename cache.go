@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,23 +23,24 @@ var ErrClosed = errors.New("refreshtoken: token source closed")
 // ask. Make one with [New] (the refresh grant) or [Cache] (any other source).
 //
 // A TokenSource is safe for concurrent use by multiple goroutines, and is
-// meant to be shared: one per refresh token. The zero value is not usable.
+// meant to be shared: one per refresh token. An idle TokenSource runs no
+// goroutine and no timer. The zero value is not usable.
 type TokenSource struct {
 	// cur is the cached token and its schedule. Token reads it without a
-	// lock; it is replaced, never modified, by refresh, Invalidate and
-	// Close.
+	// lock; it is replaced, never modified.
 	cur atomic.Pointer[entry]
 
-	// mu serialises refreshes: it guards fetch's own state (the refresh
-	// token of the grant) and failures. singleflight already runs one
-	// refresh at a time; mu keeps that true for anything else that touches
-	// the grant.
+	// mu serialises refreshes and SetToken: it guards the refresh token of
+	// grant, and failures. singleflight already runs one refresh at a
+	// time; mu keeps that true for SetToken too.
 	mu       sync.Mutex
-	failures int // refreshes failed in a row; guarded by mu
+	failures int // transient failures in a row; guarded by mu
 
-	group  singleflight.Group
-	fetch  func(ctx context.Context) (*oauth2.Token, error)
-	onNew  func(ctx context.Context, tok *oauth2.Token) error
+	group singleflight.Group
+	grant *grant             // the refresh grant, for New
+	src   oauth2.TokenSource // the inner source, for Cache
+	onNew func(ctx context.Context, tok *oauth2.Token) error
+
 	window window
 	now    func() time.Time
 	// timeout bounds one refresh; ctx, detached from every caller, is
@@ -53,13 +55,15 @@ type TokenSource struct {
 // is stored in TokenSource.cur, except for started.
 type entry struct {
 	tok       *oauth2.Token // nil when there is no usable access token
+	auth      string        // tok's Authorization header value
 	expiry    time.Time     // tok's real expiry; zero: never
 	refreshAt time.Time     // stale from then on; zero: never
 	expiredAt time.Time     // expired from then on; zero: never
-	// err is why the last refresh failed; while it is set, refreshAt is
-	// the end of the back-off, and callers who cannot be served the token
-	// get err without a new request.
-	err error
+	// err is why the last refresh failed. After a transient failure,
+	// refreshAt is the end of the back-off; after a permanent one
+	// (rejected), it is zero: no refresh ever starts by itself.
+	err      error
+	rejected bool
 	// started is set by the first caller that sees the entry stale, so
 	// that a background refresh is started once per entry, not per call.
 	started atomic.Bool
@@ -67,9 +71,8 @@ type entry struct {
 
 const refreshKey = "refresh"
 
-func newTokenSource(ctx context.Context, fetch func(context.Context) (*oauth2.Token, error), o options) *TokenSource {
+func newTokenSource(ctx context.Context, o options) *TokenSource {
 	s := &TokenSource{
-		fetch:   fetch,
 		onNew:   o.onNew,
 		window:  o.window,
 		now:     o.now,
@@ -98,9 +101,10 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // which all waiting callers share; if ctx ends first, TokenContext returns an
 // error wrapping ctx.Err() while the refresh goes on for the others.
 //
-// After a failed refresh the cached token is still returned while it is
-// valid; once it is not, the error is returned without a new request until
-// the back-off (1 s, doubling to 1 min) has passed.
+// When a refresh fails, the cached token is still returned while it is
+// valid; once it is not, the error is returned at once: a [*RetryError]
+// until its back-off ends, or an error matching [ErrRefreshRejected] until
+// [TokenSource.SetToken].
 //
 // The returned Token is the caller's own copy, which the source never
 // touches again. Its Expiry is set for x/oauth2, which treats a token as
@@ -110,32 +114,42 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // access token's real expiry. Callers that need the real expiry get it from
 // the callback set with [WithOnNewToken].
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	e, now, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return e.handOut(now), nil
+}
+
+// current returns the entry to serve from at now, without copying: the
+// fast path of Token and of Transport.
+func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 	now := s.now()
 	e := s.cur.Load()
 	if e.tok != nil {
 		switch stateAt(now, e.refreshAt, e.expiredAt) {
 		case fresh:
-			return e.handOut(now), nil
+			return e, now, nil
 		case stale:
 			if e.started.CompareAndSwap(false, true) {
 				s.group.DoChan(refreshKey, s.refresh)
 			}
-			return e.handOut(now), nil
+			return e, now, nil
 		}
 	}
 	return s.wait(ctx, e, now)
 }
 
-// wait is the slow path of TokenContext: there is no token to hand out.
-func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*oauth2.Token, error) {
+// wait is the slow path of current: there is no token to hand out.
+func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry, time.Time, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, now, ErrClosed
 	}
-	if e.err != nil && now.Before(e.refreshAt) {
-		return nil, e.err
+	if e.backingOff(now) {
+		return nil, now, e.err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
+		return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
 	}
 	// A second round covers a caller that joined a refresh just as it
 	// ended, and whose token the caller's clock already finds expired;
@@ -144,17 +158,22 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*oauth
 		select {
 		case r := <-s.group.DoChan(refreshKey, s.refresh):
 			if r.Err != nil {
-				return nil, r.Err
+				return nil, now, r.Err
 			}
 			e := r.Val.(*entry)
 			if now := s.now(); stateAt(now, e.refreshAt, e.expiredAt) != expired {
-				return e.handOut(now), nil
+				return e, now, nil
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
+			return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
 		}
 	}
-	return nil, errors.New("refreshtoken: the new token expired before it could be handed out")
+	return nil, now, errors.New("refreshtoken: the new token expired before it could be handed out")
+}
+
+// backingOff reports whether, at now, a failed refresh forbids a new one.
+func (e *entry) backingOff(now time.Time) bool {
+	return e.err != nil && (e.rejected || now.Before(e.refreshAt))
 }
 
 // handOut returns a copy of the cached token for one caller.
@@ -180,27 +199,19 @@ func (s *TokenSource) refresh() (any, error) {
 	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
 		return cur, nil
 	}
-	if cur.err != nil && now.Before(cur.refreshAt) {
+	if cur.backingOff(now) {
 		return nil, cur.err
 	}
 
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
 	tok, err := s.fetch(ctx)
-	if err == nil && tok.AccessToken == "" {
-		err = errors.New("refreshtoken: token source returned no access token")
-	}
 	var next *entry
 	if err == nil {
-		next = s.newEntry(tok, now)
-		if next.tok == nil {
-			err = errors.New("refreshtoken: token source returned a token that has already expired")
-		}
+		next, err = s.newEntry(tok, now)
 	}
 	if err != nil {
-		s.failures++
-		s.fail(err, now.Add(backoff(s.failures)))
-		return nil, err
+		return nil, s.fail(err)
 	}
 	s.failures = 0
 
@@ -218,27 +229,69 @@ func (s *TokenSource) refresh() (any, error) {
 	return next, nil
 }
 
-// newEntry makes the entry for tok, issued (requested) at issued. Its tok is
-// nil if tok is already expired.
-func (s *TokenSource) newEntry(tok *oauth2.Token, issued time.Time) *entry {
-	refreshAt, expiredAt := s.window.schedule(issued, tok.Expiry, rand.Float64())
-	e := &entry{tok: tok, expiry: tok.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
-	if stateAt(issued, refreshAt, expiredAt) == expired {
-		e.tok = nil
+// fetch gets a new token from the grant or the inner source. Called with mu
+// held.
+func (s *TokenSource) fetch(ctx context.Context) (*oauth2.Token, error) {
+	if s.grant != nil {
+		return s.grant.token(ctx)
 	}
-	return e
+	// An oauth2.TokenSource takes no context: the timeout and Close cannot
+	// interrupt it.
+	return s.src.Token()
 }
 
-// fail records a failed refresh: the current token, if any, is kept, and
-// no refresh starts before retryAt.
-func (s *TokenSource) fail(err error, retryAt time.Time) {
+// newEntry makes the entry for tok, requested at issued, or says why tok
+// cannot be used.
+func (s *TokenSource) newEntry(tok *oauth2.Token, issued time.Time) (*entry, error) {
+	if tok == nil || tok.AccessToken == "" {
+		return nil, errors.New("refreshtoken: token source returned no access token")
+	}
+	refreshAt, expiredAt := s.window.schedule(issued, tok.Expiry, rand.Float64())
+	if stateAt(issued, refreshAt, expiredAt) == expired {
+		return nil, errors.New("refreshtoken: token source returned a token that has already expired")
+	}
+	return &entry{tok: tok, auth: tok.Type() + " " + tok.AccessToken, expiry: tok.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}, nil
+}
+
+// callerEntry makes the entry for a token the caller brought (to New or
+// SetToken): its lifetime is not known, and it is not used if it has no
+// access token or has expired.
+func (s *TokenSource) callerEntry(tok *oauth2.Token) *entry {
+	if tok == nil || tok.AccessToken == "" {
+		return &entry{}
+	}
+	t := *tok
+	refreshAt, expiredAt := s.window.schedule(time.Time{}, t.Expiry, 0)
+	if stateAt(s.now(), refreshAt, expiredAt) == expired {
+		return &entry{}
+	}
+	return &entry{tok: &t, auth: t.Type() + " " + t.AccessToken, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
+}
+
+// fail records a failed refresh and returns the error callers get for it.
+// The current token, if any, is kept. Called with mu held.
+func (s *TokenSource) fail(err error) error {
+	now := s.now()
+	var retryAt time.Time
+	rejected := permanent(err)
+	if rejected {
+		err = &rejectedError{err}
+	} else {
+		s.failures++
+		retryAt = now.Add(backoff(s.failures, rand.Float64()))
+		if t := serverWait(err, now); t.After(retryAt) {
+			retryAt = t
+		}
+		err = &RetryError{Err: err, RetryAt: retryAt}
+	}
 	s.update(func(e *entry) *entry {
-		return &entry{tok: e.tok, expiry: e.expiry, expiredAt: e.expiredAt, refreshAt: retryAt, err: err}
+		return &entry{tok: e.tok, auth: e.auth, expiry: e.expiry, expiredAt: e.expiredAt, refreshAt: retryAt, err: err, rejected: rejected}
 	})
+	return err
 }
 
 // update replaces the current entry by f of it. It retries if another
-// goroutine replaced the entry meanwhile, so that Invalidate is never
+// goroutine replaced the entry meanwhile, so that an Invalidate is never
 // undone.
 func (s *TokenSource) update(f func(*entry) *entry) {
 	for {
@@ -251,8 +304,7 @@ func (s *TokenSource) update(f func(*entry) *entry) {
 
 // Err returns the error of the last refresh if it failed, and nil once a
 // refresh has succeeded. While it is not nil, the source hands out its
-// cached token as long as that is valid, and waits for the back-off to end
-// before calling the endpoint again: a health check can report it.
+// cached token as long as that is valid: a health check can report it.
 func (s *TokenSource) Err() error {
 	return s.cur.Load().err
 }
@@ -260,12 +312,67 @@ func (s *TokenSource) Err() error {
 // Invalidate drops the cached access token, so that the next call to Token
 // refreshes it. Call it when an API rejects the token (HTTP 401) before it
 // expires, for example because the server revoked it. Invalidate does not
-// cut short the back-off after a failed refresh.
+// cut short a back-off or end a rejection: a burst of 401s from an API
+// cannot turn into a burst of refreshes. [Transport] calls it for you.
 func (s *TokenSource) Invalidate() {
-	s.update(func(e *entry) *entry {
-		return &entry{err: e.err, refreshAt: e.refreshAt}
-	})
+	s.update(dropToken)
 }
+
+// invalidate drops tok if it is still the current token: a 401 for a token
+// that has since been replaced needs no refresh.
+func (s *TokenSource) invalidate(tok *oauth2.Token) {
+	for {
+		cur := s.cur.Load()
+		if cur.tok != tok || s.cur.CompareAndSwap(cur, dropToken(cur)) {
+			return
+		}
+	}
+}
+
+// dropToken is e without its token, with its failure state.
+func dropToken(e *entry) *entry {
+	return &entry{err: e.err, rejected: e.rejected, refreshAt: e.refreshAt}
+}
+
+// SetToken gives the source a new token, as tok in [New]: its refresh token
+// is used from now on, and its access token, if it has one that is still
+// valid, is handed out until it nears its Expiry; otherwise the next call
+// refreshes. It ends a rejection ([ErrRefreshRejected]) and any back-off:
+// call it once the user has signed in again. For a source made by [Cache],
+// only the access token is used. SetToken waits for a refresh in flight to
+// end. It does nothing after Close.
+func (s *TokenSource) SetToken(tok *oauth2.Token) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	if s.grant != nil && tok != nil {
+		s.grant.refreshToken = tok.RefreshToken
+	}
+	s.failures = 0
+	s.cur.Store(s.callerEntry(tok))
+}
+
+// String describes the source for logs: the token URL and client ID of a
+// source made by New, the inner source's type for Cache. It holds no
+// secret.
+func (s *TokenSource) String() string {
+	if s.grant != nil {
+		// Without query and user info, where a careless URL could hold a
+		// secret.
+		u, err := url.Parse(s.grant.tokenURL)
+		where := "(unparsable)"
+		if err == nil {
+			where = u.Scheme + "://" + u.Host + u.Path
+		}
+		return fmt.Sprintf("refreshtoken.TokenSource{token URL %q, client ID %q}", where, s.grant.clientID)
+	}
+	return fmt.Sprintf("refreshtoken.TokenSource{cache of %T}", s.src)
+}
+
+// GoString is String, so that %#v prints no secret either.
+func (s *TokenSource) GoString() string { return s.String() }
 
 // Close stops the source: a refresh in flight is cancelled and waited for,
 // and later calls to Token return [ErrClosed]. Close always returns nil; it

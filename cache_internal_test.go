@@ -26,12 +26,12 @@ func TestRefreshRechecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ts.wait(context.Background(), old, now())
+	got, _, err := ts.wait(context.Background(), old, now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.AccessToken != first.AccessToken {
-		t.Errorf("slow caller got %q, want the token already refreshed", got.AccessToken)
+	if got.tok.AccessToken != first.AccessToken {
+		t.Errorf("slow caller got %q, want the token already refreshed", got.tok.AccessToken)
 	}
 	if n := srv.Stats().TokenRequests; n != 1 {
 		t.Errorf("token requests = %d, want 1", n)

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,20 +241,6 @@ func TestCancelledBeforeAsking(t *testing.T) {
 	if got := srv.Stats().TokenRequests; got != 0 {
 		t.Errorf("token requests = %d, want 0", got)
 	}
-}
-
-// ourGoroutines lists the goroutines running code of this package or of
-// singleflight, other than tests.
-func ourGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var ours []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "refreshtoken.(*") || strings.Contains(g, "singleflight.") {
-			ours = append(ours, g)
-		}
-	}
-	return ours
 }
 
 func TestCloseStopsEverything(t *testing.T) {

@@ -106,17 +106,3 @@ func handOutExpiry(now, refreshAt, expiry time.Time) time.Time {
 	}
 	return next
 }
-
-const (
-	backoffBase = time.Second
-	backoffCap  = time.Minute
-)
-
-// backoff is how long to wait after the n-th failed refresh in a row
-// (n >= 1) before the endpoint is called again: 1 s doubling to 1 minute.
-func backoff(n int) time.Duration {
-	if n > 7 {
-		return backoffCap
-	}
-	return min(backoffBase<<(n-1), backoffCap)
-}

@@ -155,16 +155,4 @@ func TestHandOutExpiry(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
-	for i, w := range want {
-		if got := backoff(i + 1); got != w {
-			t.Errorf("backoff(%d) = %v, want %v", i+1, got, w)
-		}
-	}
-	if got := backoff(1000); got != time.Minute {
-		t.Errorf("backoff(1000) = %v, want 1m", got)
-	}
-}
-
 func (s state) String() string { return [...]string{"fresh", "stale", "expired"}[s] }

@@ -1,8 +1,11 @@
 package refreshtoken_test
 
 import (
+	"fmt"
 	"net/http"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,4 +78,38 @@ func newGate() *gate {
 func (g *gate) hold(*http.Request) {
 	g.arrived <- struct{}{}
 	<-g.release
+}
+
+// ourGoroutines lists the goroutines running code of this package or of
+// singleflight, other than tests.
+func ourGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var ours []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "refreshtoken.(*") || strings.Contains(g, "singleflight.") {
+			ours = append(ours, g)
+		}
+	}
+	return ours
+}
+
+// TestMain fails the run if, after every test, a goroutine still runs code
+// of this package: every test closes its sources, and no goroutine may
+// survive Close. (An equivalent of go.uber.org/goleak's VerifyTestMain,
+// narrowed to this package, so that idle HTTP connections of the test
+// servers do not count.)
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		deadline := time.Now().Add(5 * time.Second)
+		for len(ourGoroutines()) > 0 && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		if left := ourGoroutines(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "goroutines left running after the tests:\n\n%s\n", strings.Join(left, "\n\n"))
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

@@ -23,6 +23,8 @@ type options struct {
 	onNew   func(context.Context, *oauth2.Token) error
 	json    bool
 	params  url.Values
+	// allowHTTP lets New use a plain-http token URL on any host.
+	allowHTTP bool
 }
 
 func resolve(opts []Option) options {
@@ -111,4 +113,12 @@ func WithEndpointParams(params url.Values) Option {
 			o.params[k] = append([]string(nil), vs...)
 		}
 	}
+}
+
+// WithAllowHTTP lets [New] send the refresh request over plain http to any
+// host. By default a token URL must use https, or http to a loopback host
+// (localhost, 127.0.0.0/8, ::1): the request carries the refresh token and
+// the client secret. [Cache] ignores it.
+func WithAllowHTTP() Option {
+	return func(o *options) { o.allowHTTP = true }
 }

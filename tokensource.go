@@ -11,6 +11,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -47,8 +48,10 @@ const maxBody = 1 << 20
 // used; an access token with neither never expires, as in x/oauth2, and is
 // used until [TokenSource.Invalidate].
 //
-// Configuration errors (no refresh token, an empty TokenURL, a reserved
-// endpoint parameter) are returned by every call to Token.
+// The token URL must use https, or http to a loopback host (tests, local
+// servers), unless [WithAllowHTTP] is given. Configuration errors (a bad
+// TokenURL, no refresh token, a reserved endpoint parameter) are returned by
+// every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
 	g := &grant{json: o.json, params: o.params, now: o.now}
@@ -62,7 +65,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	if tok != nil {
 		g.refreshToken = tok.RefreshToken
 	}
-	g.err = g.check(conf)
+	g.err = g.check(conf, o.allowHTTP)
 
 	hc := http.DefaultClient
 	if c, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && c != nil {
@@ -72,26 +75,22 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	g.client = &client
 
-	s := newTokenSource(ctx, g.token, o)
-	if tok != nil && tok.AccessToken != "" {
-		t := *tok
-		refreshAt, expiredAt := s.window.schedule(time.Time{}, t.Expiry, 0)
-		if stateAt(s.now(), refreshAt, expiredAt) != expired {
-			s.cur.Store(&entry{tok: &t, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt})
-		}
-	}
+	s := newTokenSource(ctx, o)
+	s.grant = g
+	s.cur.Store(s.callerEntry(tok))
 	return s
 }
 
 // Cache returns a TokenSource that caches the tokens of src, with the same
-// early refresh, single flight and failure handling as [New]: use it around
+// early refresh, single flight and failure policy as [New]: use it around
 // a source that has no cache of its own, or whose cache does not refresh
 // early (client credentials, Google, a static source). src.Token is called
 // from one goroutine at a time. Options that shape the refresh request
-// ([WithJSONBody], [WithEndpointParams]) are ignored.
+// ([WithJSONBody], [WithEndpointParams], [WithAllowHTTP]) are ignored.
 func Cache(src oauth2.TokenSource, opts ...Option) *TokenSource {
-	fetch := func(context.Context) (*oauth2.Token, error) { return src.Token() }
-	return newTokenSource(context.Background(), fetch, resolve(opts))
+	s := newTokenSource(context.Background(), resolve(opts))
+	s.src = src
+	return s
 }
 
 // grant is the refresh grant. Its refreshToken is guarded by the mu of the
@@ -111,14 +110,20 @@ type grant struct {
 	refreshToken string
 }
 
-func (g *grant) check(conf *oauth2.Config) error {
-	switch {
-	case conf == nil:
+func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
+	if conf == nil {
 		return errors.New("refreshtoken: New was given a nil *oauth2.Config")
+	}
+	u, err := url.Parse(g.tokenURL)
+	switch {
 	case g.tokenURL == "":
 		return errors.New("refreshtoken: conf.Endpoint.TokenURL is empty")
-	case g.refreshToken == "":
-		return errors.New("refreshtoken: New was given no refresh token")
+	case err != nil:
+		return fmt.Errorf("refreshtoken: bad token URL: %w", err)
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
+	default:
+		return fmt.Errorf("refreshtoken: token URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", u.Scheme, u.Host)
 	}
 	for _, k := range []string{"grant_type", "refresh_token", "client_id", "client_secret", "scope"} {
 		if _, ok := g.params[k]; ok {
@@ -128,11 +133,24 @@ func (g *grant) check(conf *oauth2.Config) error {
 	return nil
 }
 
+// loopback reports whether host is this machine: localhost or a loopback
+// address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 // token makes one refresh request. It is called with the TokenSource's mu
 // held, and is never retried: a refresh token is sent once per refresh.
 func (g *grant) token(ctx context.Context) (*oauth2.Token, error) {
 	if g.err != nil {
 		return nil, g.err
+	}
+	if g.refreshToken == "" {
+		return nil, errors.New("refreshtoken: the source has no refresh token")
 	}
 	req, err := g.request(ctx)
 	if err != nil {

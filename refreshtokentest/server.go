@@ -8,14 +8,22 @@
 // serves a protected API at /api that rejects an unknown or expired access
 // token with 401, so a test can check that no caller ever used an expired
 // token.
+//
+// Faults are injected per test: error answers with any status and headers
+// (429 with Retry-After and X-RateLimit-*, 5xx, invalid_grant), latency,
+// dropped connections, truncated, non-JSON and oversized bodies (see
+// [Fault] and [Server.Inject]), revocation of a family ([Server.Revoke]),
+// a reuse interval and a per-second rate limit ([Config]).
 package refreshtokentest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -61,16 +69,66 @@ type Config struct {
 	// the token endpoint, before it is answered: a test can count requests
 	// there, or block to hold a refresh in flight.
 	OnTokenRequest func(*http.Request)
+	// ReuseInterval is Auth0's reuse interval (overlap period): for this
+	// long after a refresh token is rotated, it is accepted once more, as
+	// long as its successor has not been used, and rotation goes on from it.
+	// Zero, the default, tolerates no reuse.
+	ReuseInterval time.Duration
+	// RateLimit is how many token requests a second (of Clock) the server
+	// answers; past it, it answers 429 too_many_requests with
+	// X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset, as
+	// Auth0 does, and it sends those headers on every token answer. Zero,
+	// the default, is no limit.
+	RateLimit int
+}
+
+// Fault is a misbehaviour of the token endpoint, injected with
+// [Server.Inject]. The zero Fault is none. Only DropAfterRotate uses up
+// the refresh token sent; every other fault leaves it valid, as a failed
+// request does on Auth0.
+type Fault struct {
+	// Status, if not zero, is answered with an OAuth error body: Error, or
+	// a code that fits the status (too_many_requests for 429,
+	// server_error for 5xx, invalid_request otherwise).
+	Status int
+	// Error is the OAuth error code sent with Status, such as
+	// "invalid_grant".
+	Error string
+	// Header is added to the answer: Retry-After, X-RateLimit-Reset.
+	Header http.Header
+	// Latency delays the request by this much real time before it is
+	// processed; if the client gives up meanwhile, it is not processed.
+	Latency time.Duration
+	// Drop closes the connection without an answer, before the request is
+	// processed.
+	Drop bool
+	// DropAfterRotate processes the refresh (the refresh token sent is
+	// rotated), then closes the connection without an answer: the client
+	// never sees the new refresh token.
+	DropAfterRotate bool
+	// Truncate answers 200 with a token response cut off in the middle.
+	Truncate bool
+	// NonJSON answers 200 with an HTML page.
+	NonJSON bool
+	// Huge answers 200 with a token response padded past 1 MiB.
+	Huge bool
 }
 
 // Stats counts what the server has seen.
 type Stats struct {
-	TokenRequests int // requests to /oauth/token
-	Refreshes     int // successful refreshes
-	Rejected      int // token requests answered with an error
-	ReuseEvents   int // retired refresh tokens sent again (each revoked a family)
-	APICalls      int // requests to /api
-	APIRejected   int // of which answered 401
+	TokenRequests  int // requests to /oauth/token
+	Refreshes      int // successful refreshes
+	Rejected       int // token requests answered with an error, or not at all
+	ReuseEvents    int // retired refresh tokens sent again (each revoked a family)
+	ReuseTolerated int // retired refresh tokens accepted within the reuse interval
+	// ReplacedSent counts retired refresh tokens sent again although the
+	// answer that replaced them was delivered: a client that lost or
+	// ignored a rotated token. It counts whether or not the reuse was
+	// tolerated.
+	ReplacedSent int
+	RateLimited  int // token requests answered 429 by the rate limit
+	APICalls     int // requests to /api
+	APIRejected  int // of which answered 401
 }
 
 // Server is a running token server. Its methods are safe for concurrent
@@ -88,12 +146,23 @@ type Server struct {
 	stats   Stats
 	refresh map[string]*refreshState // by refresh token
 	access  map[string]time.Time     // access token to expiry
+	faults  []injected
+	window  int64 // the second (UNIX) the rate limit counts in
+	inWin   int   // requests in that second
+}
+
+type injected struct {
+	fault Fault
+	left  int // requests still to get it; < 0: until Heal
 }
 
 // refreshState is one refresh token of a family.
 type refreshState struct {
-	family  *family
-	retired bool // rotated: sending it again is reuse
+	family    *family
+	retired   bool      // rotated: sending it again is reuse
+	retiredAt time.Time // when it was rotated
+	successor *refreshState
+	delivered bool // the answer with its successor reached the client
 }
 
 type family struct {
@@ -164,60 +233,230 @@ func (s *Server) Stats() Stats {
 	return s.stats
 }
 
+// Inject makes the next n token requests get f; n < 0 makes every request
+// get it until Heal. Injected faults queue: the next request gets the
+// oldest one with requests left.
+func (s *Server) Inject(n int, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, injected{fault: f, left: n})
+}
+
+// Heal drops every injected fault.
+func (s *Server) Heal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// Revoke revokes the family of refreshToken, as an administrator or a
+// password change would: every refresh token of it is answered
+// invalid_grant from now on. It reports whether the token was known.
+func (s *Server) Revoke(refreshToken string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.refresh[refreshToken]
+	if rt != nil {
+		rt.family.revoked = true
+	}
+	return rt != nil
+}
+
+// RevokeAccessTokens makes /api reject every access token issued so far,
+// as a server that revokes access tokens early would.
+func (s *Server) RevokeAccessTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.access)
+}
+
+// nextFault takes the fault for one request; called with mu held.
+func (s *Server) nextFault() Fault {
+	for len(s.faults) > 0 {
+		f := &s.faults[0]
+		if f.left == 0 {
+			s.faults = s.faults[1:]
+			continue
+		}
+		if f.left > 0 {
+			f.left--
+		}
+		return f.fault
+	}
+	return Fault{}
+}
+
 // serveToken is /oauth/token for the refresh grant.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.OnTokenRequest != nil {
 		s.cfg.OnTokenRequest(r)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.stats.TokenRequests++
-	status, body := s.token(r)
+	f := s.nextFault()
+	s.mu.Unlock()
+
+	if f.Latency > 0 {
+		// Read the body first: only then does the server notice, through
+		// r.Context(), that the client gave up.
+		b, _ := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		select {
+		case <-time.After(f.Latency):
+		case <-r.Context().Done():
+			return // the client gave up before the request was processed
+		}
+	}
+	if f.Drop {
+		s.mu.Lock()
+		s.stats.Rejected++
+		s.mu.Unlock()
+		drop(w)
+		return
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	var status int
+	var body any
+	var rotated *refreshState
+	switch {
+	case !s.allow(h):
+		s.stats.RateLimited++
+		status, body = oauthError(http.StatusTooManyRequests, "too_many_requests", "Rate limit exceeded.")
+	case f.Status != 0:
+		status, body = oauthError(f.Status, f.code(), "Injected fault.")
+	case f.NonJSON:
+		h.Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "<html><body>Bad gateway</body></html>")
+		s.stats.Rejected++
+		return
+	case f.Truncate, f.Huge:
+		b, _ := json.Marshal(map[string]any{"access_token": "at-" + rand.Text(), "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt-" + rand.Text()})
+		if f.Truncate {
+			b = b[:len(b)/2]
+		} else {
+			b = append(b[:len(b)-1], []byte(`,"padding":"`+strings.Repeat("x", 1<<20)+`"}`)...)
+		}
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
+		s.stats.Rejected++
+		return
+	default:
+		status, body, rotated = s.token(r)
+	}
+	for k, vs := range f.Header {
+		h[k] = vs
+	}
 	if status != http.StatusOK {
 		s.stats.Rejected++
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	if f.DropAfterRotate {
+		if status == http.StatusOK {
+			s.stats.Rejected++
+		}
+		drop(w)
+		return
+	}
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(body)
+	if rotated != nil {
+		rotated.delivered = true
+	}
 }
 
-// token answers one token request; called with mu held.
-func (s *Server) token(r *http.Request) (int, map[string]any) {
+// drop closes the connection without an answer.
+func drop(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic("refreshtokentest: cannot hijack the connection: " + err.Error())
+	}
+	conn.Close()
+}
+
+// allow applies the rate limit and sets its headers; called with mu held.
+func (s *Server) allow(h http.Header) bool {
+	if s.cfg.RateLimit <= 0 {
+		return true
+	}
+	sec := s.cfg.Clock().Unix()
+	if sec != s.window {
+		s.window, s.inWin = sec, 0
+	}
+	s.inWin++
+	h.Set("X-RateLimit-Limit", fmt.Sprint(s.cfg.RateLimit))
+	h.Set("X-RateLimit-Remaining", fmt.Sprint(max(s.cfg.RateLimit-s.inWin, 0)))
+	h.Set("X-RateLimit-Reset", fmt.Sprint(sec+1))
+	return s.inWin <= s.cfg.RateLimit
+}
+
+func (f Fault) code() string {
+	switch {
+	case f.Error != "":
+		return f.Error
+	case f.Status == http.StatusTooManyRequests:
+		return "too_many_requests"
+	case f.Status >= 500:
+		return "server_error"
+	}
+	return "invalid_request"
+}
+
+// token answers one token request; called with mu held. rotated is the
+// refresh token that the answer replaces, if it does.
+func (s *Server) token(r *http.Request) (status int, body map[string]any, rotated *refreshState) {
 	if r.Method != http.MethodPost {
-		return oauthError(http.StatusMethodNotAllowed, "invalid_request", "Use POST.")
+		status, body = oauthError(http.StatusMethodNotAllowed, "invalid_request", "Use POST.")
+		return status, body, nil
 	}
 	params, err := readParams(r)
 	if err != nil {
-		return oauthError(http.StatusBadRequest, "invalid_request", err.Error())
+		status, body = oauthError(http.StatusBadRequest, "invalid_request", err.Error())
+		return status, body, nil
 	}
 	if status, body := s.authenticate(r, params); status != 0 {
-		return status, body
+		return status, body, nil
 	}
 	if gt := params.Get("grant_type"); gt != "refresh_token" {
-		return oauthError(http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("Unsupported grant type: %s", gt))
+		status, body = oauthError(http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("Unsupported grant type: %s", gt))
+		return status, body, nil
 	}
+	now := s.cfg.Clock()
 	rt := s.refresh[params.Get("refresh_token")]
+	if rt != nil && rt.retired && rt.delivered {
+		s.stats.ReplacedSent++
+	}
 	switch {
 	case rt == nil || rt.family.revoked:
-		return oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		return status, body, nil
+	case rt.retired && now.Before(rt.retiredAt.Add(s.cfg.ReuseInterval)) && !rt.successor.retired:
+		// Within the reuse interval: the successor, never used, is
+		// retired in its place, and rotation goes on from rt.
+		s.stats.ReuseTolerated++
+		rt.successor.retired, rt.successor.retiredAt = true, now
 	case rt.retired:
 		s.stats.ReuseEvents++
 		rt.family.revoked = true
-		return oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		return status, body, nil
 	}
 	scope := rt.family.scope
 	if req := params.Get("scope"); req != "" {
 		granted := strings.Fields(rt.family.scope)
 		for _, sc := range strings.Fields(req) {
 			if !slices.Contains(granted, sc) {
-				return oauthError(http.StatusForbidden, "invalid_scope", fmt.Sprintf("Scope %q was not granted.", sc))
+				status, body = oauthError(http.StatusForbidden, "invalid_scope", fmt.Sprintf("Scope %q was not granted.", sc))
+				return status, body, nil
 			}
 		}
 		scope = req
 	}
 
-	now := s.cfg.Clock()
 	secs := max(int64(s.cfg.Lifetime/time.Second), 1)
 	exp := now.Add(time.Duration(secs) * time.Second)
 	access := "at-" + rand.Text()
@@ -226,7 +465,7 @@ func (s *Server) token(r *http.Request) (int, map[string]any) {
 	}
 	s.access[access] = exp
 	s.stats.Refreshes++
-	body := map[string]any{
+	body = map[string]any{
 		"access_token": access,
 		"token_type":   "Bearer",
 		"scope":        scope,
@@ -242,12 +481,14 @@ func (s *Server) token(r *http.Request) (int, map[string]any) {
 		body["id_token"] = jwt(map[string]any{"sub": "user-1", "aud": s.cfg.ClientID, "iat": now.Unix(), "exp": exp.Unix()})
 	}
 	if !s.cfg.NoRotation {
-		rt.retired = true
 		next := "rt-" + rand.Text()
-		s.refresh[next] = &refreshState{family: rt.family}
+		rt.successor = &refreshState{family: rt.family}
+		rt.retired, rt.retiredAt, rt.delivered = true, now, false
+		s.refresh[next] = rt.successor
 		body["refresh_token"] = next
+		rotated = rt
 	}
-	return http.StatusOK, body
+	return http.StatusOK, body, rotated
 }
 
 // authenticate checks the client (RFC 6749 2.3.1): the secret in HTTP Basic
@@ -313,7 +554,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid or expired access token", http.StatusUnauthorized)
 		return
 	}
-	fmt.Fprintln(w, `{"ok":true}`)
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	json.NewEncoder(w).Encode(map[string]any{"ok": true, "body": string(b)})
 }
 
 func oauthError(status int, code, desc string) (int, map[string]any) {

@@ -1,0 +1,127 @@
+package refreshtoken
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// The failure policy: which failures are worth another attempt, and when.
+
+// ErrRefreshRejected reports that the token endpoint rejected the refresh
+// for good: the refresh token is unknown, expired, revoked or reused
+// (invalid_grant), or the client is not allowed to use it (invalid_client,
+// unauthorized_client, access_denied, unsupported_grant_type,
+// invalid_scope). Retrying cannot help, so the source makes no more
+// requests: every call returns the error, which also wraps the
+// *oauth2.RetrieveError, until [TokenSource.SetToken] gives it a new refresh
+// token (after the user signs in again, or the configuration is fixed). A
+// cached access token that is still valid is served until it expires.
+//
+// Test for it with errors.Is(err, refreshtoken.ErrRefreshRejected).
+var ErrRefreshRejected = errors.New("refreshtoken: refresh rejected for good")
+
+// RetryError is returned after a transient failure (HTTP 429 or 5xx, an
+// error answer with any other code, a network error, a timeout, a malformed
+// or oversized body). The source makes no request before RetryAt, however
+// many goroutines call; until then callers get the cached token if it is
+// still valid, and otherwise this error at once.
+type RetryError struct {
+	// Err is the failure. It wraps an *oauth2.RetrieveError when the
+	// endpoint answered with an error.
+	Err error
+	// RetryAt is the earliest time of the next attempt, by the source's
+	// clock.
+	RetryAt time.Time
+}
+
+func (e *RetryError) Error() string {
+	return fmt.Sprintf("%v (next attempt not before %s)", e.Err, e.RetryAt.UTC().Format(time.RFC3339))
+}
+
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// rejectedError is a permanent failure: errors.Is finds ErrRefreshRejected,
+// errors.As the *oauth2.RetrieveError.
+type rejectedError struct{ err error }
+
+func (e *rejectedError) Error() string {
+	return e.err.Error() + " (rejected for good: the source needs a new refresh token, see TokenSource.SetToken)"
+}
+
+func (e *rejectedError) Is(target error) bool { return target == ErrRefreshRejected }
+
+func (e *rejectedError) Unwrap() error { return e.err }
+
+// permanent reports whether err, from a refresh, is not worth another
+// attempt. The OAuth error code decides, not the HTTP status: Auth0 has
+// answered invalid_grant with 400, 401 and 403. Anything else, including an
+// error answer with no or an unknown code, is transient: the refresh token
+// was not used up by a rejected request, so sending it again is safe.
+func permanent(err error) bool {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.ErrorCode {
+	case "invalid_grant", "invalid_client", "unauthorized_client", "access_denied", "unsupported_grant_type", "invalid_scope":
+		return true
+	}
+	return false
+}
+
+const (
+	backoffBase = time.Second
+	backoffCap  = time.Minute
+	// maxServerWait bounds how long a Retry-After or X-RateLimit-Reset can
+	// hold the source back, so that a bad header cannot stop it for days.
+	maxServerWait = 10 * time.Minute
+)
+
+// backoff is the wait after the n-th transient failure in a row (n >= 1):
+// full jitter (r in [0, 1)) over 1 s doubling to a cap of 1 minute, so that
+// many clients that failed together do not come back together.
+func backoff(n int, r float64) time.Duration {
+	ceiling := backoffCap
+	if n <= 6 {
+		ceiling = min(backoffBase<<(n-1), backoffCap)
+	}
+	return time.Duration(r * float64(ceiling))
+}
+
+// serverWait returns the time before which the server asked, in err's
+// response, not to be called again: Retry-After (seconds or an HTTP date)
+// on any error answer, and X-RateLimit-Reset (UNIX seconds) on a 429, the
+// later of them if both are given, at most maxServerWait after now. It
+// returns the zero time if the server asked nothing.
+func serverWait(err error, now time.Time) time.Time {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil {
+		return time.Time{}
+	}
+	h := re.Response.Header
+	var until time.Time
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs > 0 {
+			until = now.Add(time.Duration(min(secs, int64(maxServerWait/time.Second))) * time.Second)
+		} else if t, err := http.ParseTime(v); err == nil {
+			until = t
+		}
+	}
+	if re.Response.StatusCode == http.StatusTooManyRequests {
+		if secs, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil {
+			if t := time.Unix(secs, 0); t.After(until) {
+				until = t
+			}
+		}
+	}
+	if until.After(now.Add(maxServerWait)) {
+		until = now.Add(maxServerWait)
+	}
+	return until
+}

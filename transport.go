@@ -1,0 +1,121 @@
+package refreshtoken
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+
+	"golang.org/x/oauth2"
+)
+
+// Transport is an [http.RoundTripper] that authorizes each request with an
+// access token from Source and recovers from a 401: when the server answers
+// 401 Unauthorized, Transport drops the token it used, if it is still the
+// source's current token (a token that was replaced meanwhile needs no
+// refresh), and sends the request once more with the source's new token.
+// Only a request whose body can be sent again is retried: one with no body,
+// or with GetBody set (as [http.NewRequest] sets it for bytes and strings
+// readers); for another, the 401 is returned, and the next request gets a
+// new token. A burst of 401s for one token causes one refresh, and a 401
+// during a back-off after failed refreshes causes none: the caller gets the
+// 401 as it came.
+//
+// Transport reads the cached token without a lock or a copy, so a request
+// through it costs less than one through [oauth2.NewClient], whose
+// [oauth2.ReuseTokenSource] takes a mutex per request. [NewClient] makes an
+// http.Client with it.
+//
+// Use Transport instead of oauth2.NewClient, not inside it: oauth2.NewClient
+// sets the header itself and would hide the 401 recovery. To use a Source
+// with code that insists on oauth2.NewClient, pass the Source itself; it
+// works there, without the 401 recovery.
+type Transport struct {
+	// Source supplies the tokens. It must be set.
+	Source *TokenSource
+	// Base sends the authorized requests. Nil means http.DefaultTransport.
+	Base http.RoundTripper
+}
+
+// NewClient returns an HTTP client that authorizes its requests with
+// tokens from ts, through a [Transport]. As with [oauth2.NewClient], the
+// base transport and other client settings come from the *http.Client in
+// ctx under [oauth2.HTTPClient], if there is one.
+func NewClient(ctx context.Context, ts *TokenSource) *http.Client {
+	hc := http.DefaultClient
+	if c, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && c != nil {
+		hc = c
+	}
+	return &http.Client{
+		Transport:     &Transport{Source: ts, Base: hc.Transport},
+		CheckRedirect: hc.CheckRedirect,
+		Jar:           hc.Jar,
+		Timeout:       hc.Timeout,
+	}
+}
+
+// RoundTrip authorizes req and sends it, and sends it once more with a new
+// token if the server answers 401 and req can be replayed.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.Source == nil {
+		closeBody(req)
+		return nil, errors.New("refreshtoken: Transport has no Source")
+	}
+	e, _, err := t.Source.current(req.Context())
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	resp, err := t.base().RoundTrip(authorized(req, e.auth))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	// The token is dropped even when the request cannot be retried, so
+	// that the next request gets a new one.
+	t.Source.invalidate(e.tok)
+	if !replayable(req) {
+		return resp, nil
+	}
+	next, _, err := t.Source.current(req.Context())
+	if err != nil || next.tok == e.tok {
+		// No better token: the caller gets the 401 as it came.
+		return resp, nil
+	}
+	retry := authorized(req, next.auth)
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return resp, nil
+		}
+		retry.Body = body
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	resp.Body.Close()
+	return t.base().RoundTrip(retry)
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// authorized returns a copy of req with the Authorization header set: a
+// RoundTripper must not modify the request it is given.
+func authorized(req *http.Request, auth string) *http.Request {
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", auth)
+	return r
+}
+
+// replayable reports whether req's body can be sent a second time.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}

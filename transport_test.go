@@ -1,0 +1,226 @@
+package refreshtoken_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/refreshtokentest"
+)
+
+// apiBody sends req through client and returns the status and the body the
+// API received, as it echoes it.
+func apiBody(t *testing.T, client *http.Client, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var echo struct{ Body string }
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&echo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode, echo.Body
+}
+
+func TestTransportRetriesReplayable(t *testing.T) {
+	tests := []struct {
+		name       string
+		newRequest func(url string) *http.Request
+		wantStatus int
+		wantBody   string
+	}{
+		{name: "GET", newRequest: func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, url, nil)
+			return r
+		}, wantStatus: 200},
+		{name: "POST with GetBody", newRequest: func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("payload"))
+			return r
+		}, wantStatus: 200, wantBody: "payload"},
+		{name: "POST with a one-shot body: not retried", newRequest: func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader("payload")))
+			return r
+		}, wantStatus: 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock(t0)
+			srv, ts := setup(t, clock, refreshtokentest.Config{})
+			client := refreshtoken.NewClient(context.Background(), ts)
+			if status, _ := apiBody(t, client, tt.newRequest(srv.APIURL)); status != 200 {
+				t.Fatalf("first call: %d", status)
+			}
+			srv.RevokeAccessTokens() // the API now rejects the cached token
+			req := tt.newRequest(srv.APIURL)
+			status, body := apiBody(t, client, req)
+			if status != tt.wantStatus || body != tt.wantBody {
+				t.Errorf("after revocation: %d %q, want %d %q", status, body, tt.wantStatus, tt.wantBody)
+			}
+			if req.Header.Get("Authorization") != "" {
+				t.Error("Transport modified the caller's request")
+			}
+			// Replayed or not, the rejected token was dropped: the next
+			// call has a new one.
+			if status, _ := apiBody(t, client, tt.newRequest(srv.APIURL)); status != 200 {
+				t.Errorf("next call: %d, want 200", status)
+			}
+			wantCalls := 4 // first, 401, retry, next
+			if tt.wantStatus == 401 {
+				wantCalls = 3
+			}
+			if got := srv.Stats(); got.APICalls != wantCalls || got.Refreshes != 2 {
+				t.Errorf("server stats = %+v, want %d API calls, 2 refreshes", got, wantCalls)
+			}
+		})
+	}
+}
+
+// TestTransport401Burst: 50 goroutines get 401 for the same token at once:
+// one refresh.
+func TestTransport401Burst(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv, ts := setup(t, clock, refreshtokentest.Config{})
+	client := refreshtoken.NewClient(context.Background(), ts)
+	get := func() int {
+		resp, err := client.Get(srv.APIURL)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if get() != 200 {
+		t.Fatal("first call failed")
+	}
+	srv.RevokeAccessTokens()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if status := get(); status != 200 {
+				t.Errorf("status %d, want 200 after one retry", status)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := srv.Stats(); got.Refreshes != 2 || got.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v, want 2 refreshes: one for the whole burst", got)
+	}
+}
+
+// TestTransportReplacedTokenInFlight: a request sent with a token that was
+// replaced while it was in flight (as ory/fosite revokes the old access
+// token at refresh) is retried with the new token, with no new refresh.
+func TestTransportReplacedTokenInFlight(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	var once sync.Once
+	var ts *refreshtoken.TokenSource
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Path == "/api" {
+			once.Do(func() {
+				// While this request is in flight, the token is refreshed
+				// and the server revokes the old access token.
+				ts.Invalidate()
+				if _, err := ts.Token(); err != nil {
+					t.Error(err)
+				}
+				srv.RevokeAccessTokens()
+				ts.Invalidate()
+				if _, err := ts.Token(); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	ts = refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")}, refreshtoken.WithClock(clock.Now))
+	defer ts.Close()
+	mustToken(t, ts)
+	client := &http.Client{Transport: &refreshtoken.Transport{Source: ts, Base: base}}
+	resp, err := client.Get(srv.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d, want 200", resp.StatusCode)
+	}
+	if got := srv.Stats(); got.Refreshes != 3 || got.APIRejected != 1 {
+		t.Errorf("server stats = %+v, want 3 refreshes (start-up, two in flight) and one 401: no refresh for the retry", got)
+	}
+}
+
+// TestTransportGivesUpWithoutToken: when no token can be had, the caller
+// gets the 401 as it came.
+func TestTransportGivesUpWithoutToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv, ts := setup(t, clock, refreshtokentest.Config{})
+	client := refreshtoken.NewClient(context.Background(), ts)
+	mustToken(t, ts)
+	srv.RevokeAccessTokens()
+	srv.Inject(-1, refreshtokentest.Fault{Status: 503})
+	resp, err := client.Get(srv.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(string(b), "invalid or expired") {
+		t.Errorf("got %d %q, want the API's 401 with its body", resp.StatusCode, b)
+	}
+	// The token is gone and the refresh failed: the next request fails
+	// fast with the refresh error, without a request to the endpoint.
+	if _, err := client.Get(srv.APIURL); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("next request error = %v, want the 503 of the refresh", err)
+	}
+	if got := srv.Stats().TokenRequests; got != 2 {
+		t.Errorf("token requests = %d, want 2", got)
+	}
+}
+
+// TestNewClientUsesContextClient: as oauth2.NewClient, the base transport
+// comes from the context.
+func TestNewClientUsesContextClient(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv, ts := setup(t, clock, refreshtokentest.Config{})
+	var seen []string
+	var mu sync.Mutex
+	hc := &http.Client{Timeout: time.Minute, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	client := refreshtoken.NewClient(context.WithValue(context.Background(), oauth2.HTTPClient, hc), ts)
+	if client.Timeout != time.Minute {
+		t.Errorf("Timeout = %v, want the context client's", client.Timeout)
+	}
+	resp, err := client.Get(srv.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tok := mustToken(t, ts)
+	if len(seen) != 1 || seen[0] != "Bearer "+tok.AccessToken {
+		t.Errorf("base transport saw %q, want one request with the token", seen)
+	}
+}

@@ -30,9 +30,9 @@ type TokenSource struct {
 	// lock; it is replaced, never modified.
 	cur atomic.Pointer[entry]
 
-	// mu serialises refreshes and SetToken: it guards the refresh token of
-	// grant, and failures. singleflight already runs one refresh at a
-	// time; mu keeps that true for SetToken too.
+	// mu serialises refreshes and SetToken, which both change the refresh
+	// token of grant, and guards failures. singleflight alone runs one
+	// refresh at a time, but SetToken does not go through it.
 	mu       sync.Mutex
 	failures int // transient failures in a row; guarded by mu
 
@@ -43,11 +43,11 @@ type TokenSource struct {
 
 	window window
 	now    func() time.Time
-	// timeout bounds one refresh; ctx, detached from every caller, is
-	// cancelled by Close.
+	// timeout bounds one refresh, and the callback after it. ctx carries
+	// the values of New's context, and no cancellation: no caller and not
+	// Close may cut off a request the server may already have acted on.
 	timeout time.Duration
 	ctx     context.Context
-	cancel  context.CancelFunc
 	closed  atomic.Bool
 }
 
@@ -56,6 +56,7 @@ type TokenSource struct {
 type entry struct {
 	tok       *oauth2.Token // nil when there is no usable access token
 	auth      string        // tok's Authorization header value
+	issued    time.Time     // when tok was first fetched; zero: not known
 	expiry    time.Time     // tok's real expiry; zero: never
 	refreshAt time.Time     // stale from then on; zero: never
 	expiredAt time.Time     // expired from then on; zero: never
@@ -77,8 +78,8 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 		window:  o.window,
 		now:     o.now,
 		timeout: o.timeout,
+		ctx:     context.WithoutCancel(ctx),
 	}
-	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.cur.Store(&entry{})
 	return s
 }
@@ -186,9 +187,16 @@ func (e *entry) handOut(now time.Time) *oauth2.Token {
 // refresh is the one refresh in flight, run by singleflight in a goroutine
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
-func (s *TokenSource) refresh() (any, error) {
+func (s *TokenSource) refresh() (v any, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// singleflight would re-panic in a goroutine no caller can recover in:
+	// a panic of the inner source or of the callback is a failed refresh.
+	defer func() {
+		if r := recover(); r != nil {
+			v, err = nil, s.fail(fmt.Errorf("refreshtoken: panic during refresh: %v", r))
+		}
+	}()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -203,30 +211,65 @@ func (s *TokenSource) refresh() (any, error) {
 		return nil, cur.err
 	}
 
+	rt := s.refreshToken()
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-	defer cancel()
 	tok, err := s.fetch(ctx)
+	cancel()
 	var next *entry
 	if err == nil {
-		next, err = s.newEntry(tok, now)
+		next, err = s.newEntry(tok, cur, now)
 	}
 	if err != nil {
+		if rotated := s.refreshToken(); rotated != rt {
+			// The answer was unusable, but it rotated the refresh token:
+			// the new one is all there is, and must be saved.
+			s.notify(&oauth2.Token{RefreshToken: rotated})
+		}
 		return nil, s.fail(err)
 	}
-	s.failures = 0
-
-	var hookErr error
-	if s.onNew != nil {
-		t := *tok
-		hookErr = s.onNew(ctx, &t)
+	if next.issued.Before(now) {
+		// The source handed back the token it had: it renews on its own
+		// schedule (a Cache around a caching source). Ask again after a
+		// back-off, serving this token meanwhile.
+		s.failures++
+		next.refreshAt = now.Add(backoff(s.failures, rand.Float64()))
+		s.cur.Store(next)
+		return next, nil
 	}
-	// The token is published even if the hook failed: with rotation the
-	// old refresh token is already dead, and this one is all there is.
+	s.failures = 0
+	// The token is published even if the callback fails: with rotation
+	// the old refresh token is already dead, and this one is all there is.
+	notifyErr := s.notify(tok)
 	s.cur.Store(next)
-	if hookErr != nil {
-		return nil, fmt.Errorf("refreshtoken: new token is in use, but the OnNewToken callback failed: %w", hookErr)
+	if notifyErr != nil {
+		return nil, notifyErr
 	}
 	return next, nil
+}
+
+// refreshToken is the grant's current refresh token; "" for Cache. Called
+// with mu held.
+func (s *TokenSource) refreshToken() string {
+	if s.grant == nil {
+		return ""
+	}
+	return s.grant.refreshToken
+}
+
+// notify passes a copy of tok to the WithOnNewToken callback, with a
+// context of its own: a refresh that ran up to its timeout must not leave
+// the callback none. Called with mu held.
+func (s *TokenSource) notify(tok *oauth2.Token) error {
+	if s.onNew == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	t := *tok
+	if err := s.onNew(ctx, &t); err != nil {
+		return fmt.Errorf("refreshtoken: new token is in use, but the OnNewToken callback failed: %w", err)
+	}
+	return nil
 }
 
 // fetch gets a new token from the grant or the inner source. Called with mu
@@ -240,17 +283,22 @@ func (s *TokenSource) fetch(ctx context.Context) (*oauth2.Token, error) {
 	return s.src.Token()
 }
 
-// newEntry makes the entry for tok, requested at issued, or says why tok
-// cannot be used.
-func (s *TokenSource) newEntry(tok *oauth2.Token, issued time.Time) (*entry, error) {
+// newEntry makes the entry for tok, fetched at now, or says why tok cannot
+// be used. A token with the access token of cur keeps the time cur's was
+// first fetched, so that its lifetime is not taken for the time it has left.
+func (s *TokenSource) newEntry(tok *oauth2.Token, cur *entry, now time.Time) (*entry, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("refreshtoken: token source returned no access token")
 	}
+	issued := now
+	if cur.tok != nil && cur.tok.AccessToken == tok.AccessToken {
+		issued = cur.issued
+	}
 	refreshAt, expiredAt := s.window.schedule(issued, tok.Expiry, rand.Float64())
-	if stateAt(issued, refreshAt, expiredAt) == expired {
+	if stateAt(now, refreshAt, expiredAt) == expired {
 		return nil, errors.New("refreshtoken: token source returned a token that has already expired")
 	}
-	return &entry{tok: tok, auth: tok.Type() + " " + tok.AccessToken, expiry: tok.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}, nil
+	return &entry{tok: tok, auth: tok.Type() + " " + tok.AccessToken, issued: issued, expiry: tok.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}, nil
 }
 
 // callerEntry makes the entry for a token the caller brought (to New or
@@ -285,7 +333,7 @@ func (s *TokenSource) fail(err error) error {
 		err = &RetryError{Err: err, RetryAt: retryAt}
 	}
 	s.update(func(e *entry) *entry {
-		return &entry{tok: e.tok, auth: e.auth, expiry: e.expiry, expiredAt: e.expiredAt, refreshAt: retryAt, err: err, rejected: rejected}
+		return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, expiredAt: e.expiredAt, refreshAt: retryAt, err: err, rejected: rejected}
 	})
 	return err
 }
@@ -309,13 +357,33 @@ func (s *TokenSource) Err() error {
 	return s.cur.Load().err
 }
 
-// Invalidate drops the cached access token, so that the next call to Token
-// refreshes it. Call it when an API rejects the token (HTTP 401) before it
-// expires, for example because the server revoked it. Invalidate does not
-// cut short a back-off or end a rejection: a burst of 401s from an API
-// cannot turn into a burst of refreshes. [Transport] calls it for you.
+// Invalidate drops the cached access token, whichever it is, so that the
+// next call to Token refreshes it. Invalidate does not cut short a back-off
+// or end a rejection, so a burst of 401s during an outage cannot turn into
+// a burst of refreshes.
+//
+// After an API answered 401, prefer [TokenSource.InvalidateToken] with the
+// rejected token: Invalidate called late, after another goroutine's 401 has
+// already brought a new token, drops that good token too. [Transport] does
+// this for you. A client made by [oauth2.NewClient] keeps its own copy of
+// the token until its Expiry, and does not see Invalidate.
 func (s *TokenSource) Invalidate() {
 	s.update(dropToken)
+}
+
+// InvalidateToken drops the cached access token if it is still rejected's
+// (same access token): a 401 for a token that has since been replaced
+// needs no refresh. Otherwise it is Invalidate.
+func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
+	if rejected == nil {
+		return
+	}
+	for {
+		cur := s.cur.Load()
+		if cur.tok == nil || cur.tok.AccessToken != rejected.AccessToken || s.cur.CompareAndSwap(cur, dropToken(cur)) {
+			return
+		}
+	}
 }
 
 // invalidate drops tok if it is still the current token: a 401 for a token
@@ -374,13 +442,14 @@ func (s *TokenSource) String() string {
 // GoString is String, so that %#v prints no secret either.
 func (s *TokenSource) GoString() string { return s.String() }
 
-// Close stops the source: a refresh in flight is cancelled and waited for,
-// and later calls to Token return [ErrClosed]. Close always returns nil; it
-// may be called more than once. With [Cache], Close cannot cancel the inner
-// source's Token and waits for it to return.
+// Close stops the source. A refresh in flight is not cancelled but waited
+// for, at most the refresh timeout: the server may already have rotated the
+// refresh token, and the answer must be read and passed to the
+// [WithOnNewToken] callback. Later calls to Token return [ErrClosed]. Close
+// always returns nil; it may be called more than once. With [Cache], the
+// inner source's Token cannot be bounded, and Close waits for it to return.
 func (s *TokenSource) Close() error {
 	s.closed.Store(true)
-	s.cancel()
 	// Joins the refresh in flight, if any, and waits for it to end; a
 	// refresh that starts later sees closed and does nothing.
 	<-s.group.DoChan(refreshKey, func() (any, error) { return nil, ErrClosed })

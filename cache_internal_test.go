@@ -2,6 +2,7 @@ package refreshtoken
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,4 +37,52 @@ func TestRefreshRechecks(t *testing.T) {
 	if n := srv.Stats().TokenRequests; n != 1 {
 		t.Errorf("token requests = %d, want 1", n)
 	}
+}
+
+// cachingSource is an inner source with a cache of its own, as
+// x/oauth2's ReuseTokenSource, Google's and client credentials' are: it
+// hands back the same one-hour token until 10 s before it expires.
+type cachingSource struct {
+	now    func() time.Time
+	calls  int
+	tokens []*oauth2.Token // issued so far; the last is current
+}
+
+func (s *cachingSource) Token() (*oauth2.Token, error) {
+	s.calls++
+	now := s.now()
+	if n := len(s.tokens); n == 0 || !now.Before(s.tokens[n-1].Expiry.Add(-10*time.Second)) {
+		s.tokens = append(s.tokens, &oauth2.Token{AccessToken: fmt.Sprint("inner-", n), Expiry: now.Add(time.Hour)})
+	}
+	return s.tokens[len(s.tokens)-1], nil
+}
+
+// TestCacheOverCachingSource: a source that hands back its cached token is
+// asked again with back-off, and its token is not taken for a new one
+// whose lifetime is the time it has left: it is never handed out within the
+// 10 s safety margin. Each background refresh is run in place, as soon as
+// it is due, so that the test does not race the clock.
+func TestCacheOverCachingSource(t *testing.T) {
+	now := t0
+	clock := func() time.Time { return now }
+	src := &cachingSource{now: clock}
+	ts := Cache(src, WithClock(clock))
+	defer ts.Close()
+	const hours = 3
+	for ; now.Before(t0.Add(hours * time.Hour)); now = now.Add(time.Second) {
+		if e := ts.cur.Load(); e.tok != nil && stateAt(now, e.refreshAt, e.expiredAt) == stale && !e.backingOff(now) {
+			ts.refresh()
+		}
+		e, _, err := ts.current(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := e.tok.Expiry.Sub(now); left <= 10*time.Second {
+			t.Fatalf("%v: handed out %s with %v left, within the safety margin", now.Sub(t0), e.tok.AccessToken, left)
+		}
+	}
+	if per := src.calls / len(src.tokens); per > 15 {
+		t.Errorf("inner source called %d times for %d tokens, want at most 15 per token", src.calls, len(src.tokens))
+	}
+	t.Logf("%d inner tokens over %d h, %d calls to the inner source", len(src.tokens), hours, src.calls)
 }

@@ -124,7 +124,9 @@ func TestStaleServedWhileRefreshing(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
 	var holding atomic.Bool
+	var requests atomic.Int32 // counted on arrival, before the hold
 	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: func(r *http.Request) {
+		requests.Add(1)
 		if holding.Load() {
 			g.hold(r)
 		}
@@ -138,12 +140,13 @@ func TestStaleServedWhileRefreshing(t *testing.T) {
 		}
 	}
 	recv(t, "the background refresh", g.arrived)
-	if n := len(g.arrived); n != 0 {
-		t.Errorf("%d more token requests arrived while one was in flight, want 0", n)
+	if got := requests.Load(); got != 2 {
+		t.Errorf("token requests while one was in flight = %d, want 2", got)
 	}
 	close(g.release)
 	eventually(t, "the refreshed token", func() bool { return mustToken(t, ts).AccessToken != first.AccessToken })
-	if got := srv.Stats().TokenRequests; got != 2 {
+	ts.Close() // waits for anything in flight
+	if got := srv.Stats().TokenRequests; got != 2 || requests.Load() != 2 {
 		t.Errorf("token requests = %d, want 2", got)
 	}
 }
@@ -243,26 +246,42 @@ func TestCancelledBeforeAsking(t *testing.T) {
 	}
 }
 
-func TestCloseStopsEverything(t *testing.T) {
+// TestCloseWaitsForRefresh: Close does not cut off a refresh the server
+// may already have acted on: it waits for the answer, which the callback
+// saves, and then no goroutine is left.
+func TestCloseWaitsForRefresh(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
-	defer close(g.release)
-	_, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: g.hold})
+	saved := make(chan string, 10)
+	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: g.hold},
+		refreshtoken.WithOnNewToken(func(_ context.Context, tok *oauth2.Token) error {
+			saved <- tok.RefreshToken
+			return nil
+		}))
 
 	waiter := make(chan error, 1)
 	go func() {
 		_, err := ts.Token()
 		waiter <- err
 	}()
-	recv(t, "the refresh", g.arrived) // a refresh is in flight, held by the server
+	recv(t, "the refresh", g.arrived) // in flight, held by the server
 
 	closed := make(chan error, 1)
 	go func() { closed <- ts.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a refresh was in flight")
+	default:
+	}
+	close(g.release)
 	if err := recv(t, "Close", closed); err != nil {
 		t.Errorf("Close() = %v", err)
 	}
-	if err := recv(t, "the waiter", waiter); err == nil {
-		t.Errorf("waiter got a token from a cancelled refresh")
+	if rt := recv(t, "the callback", saved); rt == "" {
+		t.Error("the rotated refresh token was not passed to the callback")
+	}
+	if err := recv(t, "the waiter", waiter); err != nil {
+		t.Errorf("waiter: %v, want the token of the completed refresh", err)
 	}
 	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrClosed) {
 		t.Errorf("Token() after Close = %v, want ErrClosed", err)
@@ -270,11 +289,15 @@ func TestCloseStopsEverything(t *testing.T) {
 	if err := ts.Close(); err != nil {
 		t.Errorf("second Close() = %v", err)
 	}
+	if got := srv.Stats(); got.Refreshes != 1 {
+		t.Errorf("server stats = %+v, want the refresh completed", got)
+	}
 	eventually(t, "the source's goroutines to end", func() bool { return len(ourGoroutines()) == 0 })
 }
 
-// TestCloseAfterStaleRefresh: a background refresh is not left behind.
-func TestCloseAfterStaleRefresh(t *testing.T) {
+// TestCloseBoundedByTimeout: a hung endpoint holds Close no longer than the
+// refresh timeout.
+func TestCloseBoundedByTimeout(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
 	defer close(g.release)
@@ -283,13 +306,15 @@ func TestCloseAfterStaleRefresh(t *testing.T) {
 		if holding.Load() {
 			g.hold(r)
 		}
-	}})
+	}}, refreshtoken.WithRefreshTimeout(50*time.Millisecond))
 	mustToken(t, ts)
 	holding.Store(true)
 	clock.Set(t0.Add(59 * time.Minute))
 	mustToken(t, ts) // starts the background refresh
 	recv(t, "the background refresh", g.arrived)
-	ts.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- ts.Close() }()
+	recv(t, "Close", closed)
 	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrClosed) {
 		t.Errorf("Token() after Close = %v, want ErrClosed", err)
 	}
@@ -460,7 +485,10 @@ func TestOnNewTokenError(t *testing.T) {
 	if got := srv.Stats(); got.Refreshes != 2 || got.ReuseEvents != 0 {
 		t.Errorf("server stats = %+v, want the rotated refresh token used (2 refreshes, no reuse)", got)
 	}
-	if tok.AccessToken == "" || calls.Load() != 2 {
+	if tok.AccessToken == "" {
+		t.Error("Token() returned no access token")
+	}
+	if calls.Load() != 2 {
 		t.Errorf("callback calls = %d, want 2", calls.Load())
 	}
 }
@@ -631,5 +659,67 @@ func TestRefreshTimeout(t *testing.T) {
 	recv(t, "the refresh", g.arrived)
 	if err := recv(t, "the timeout", errc); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Token() error = %v, want one wrapping context.DeadlineExceeded", err)
+	}
+}
+
+// panicSource panics, or returns nothing, as a broken inner source might.
+type panicSource struct{ nilToken bool }
+
+func (s panicSource) Token() (*oauth2.Token, error) {
+	if s.nilToken {
+		return nil, nil
+	}
+	panic("inner source broke")
+}
+
+// TestBrokenInnerSource: a panic or a nil token from the inner source, or a
+// panic in the callback, is an error for the callers, not a crash of the
+// process.
+func TestBrokenInnerSource(t *testing.T) {
+	tests := []struct {
+		name    string
+		ts      func() *refreshtoken.TokenSource
+		wantErr string
+	}{
+		{name: "inner source panics", ts: func() *refreshtoken.TokenSource { return refreshtoken.Cache(panicSource{}) }, wantErr: "panic during refresh: inner source broke"},
+		{name: "inner source returns nil, nil", ts: func() *refreshtoken.TokenSource { return refreshtoken.Cache(panicSource{nilToken: true}) }, wantErr: "no access token"},
+		{name: "callback panics", ts: func() *refreshtoken.TokenSource {
+			return refreshtoken.Cache(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "a"}),
+				refreshtoken.WithOnNewToken(func(context.Context, *oauth2.Token) error { panic("store broke") }))
+		}, wantErr: "panic during refresh: store broke"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := tt.ts()
+			defer ts.Close()
+			if _, err := ts.Token(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Token() error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestInvalidateToken: a 401 for a token that was already replaced drops
+// nothing.
+func TestInvalidateToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv, ts := setup(t, clock, refreshtokentest.Config{})
+	old := mustToken(t, ts)
+	ts.InvalidateToken(old) // the first 401: a refresh
+	current := mustToken(t, ts)
+	for range 20 { // late 401s for the old token
+		ts.InvalidateToken(old)
+	}
+	if tok := mustToken(t, ts); tok.AccessToken != current.AccessToken {
+		t.Error("a late InvalidateToken dropped the new token")
+	}
+	if got := srv.Stats().TokenRequests; got != 2 {
+		t.Errorf("token requests = %d, want 2", got)
+	}
+	ts.InvalidateToken(nil)
+	ts.InvalidateToken(current)
+	mustToken(t, ts)
+	if got := srv.Stats().TokenRequests; got != 3 {
+		t.Errorf("token requests = %d, want 3", got)
 	}
 }

@@ -59,11 +59,15 @@ func WithJitter(d time.Duration) Option {
 	return func(o *options) { o.window.jitter = max(d, 0) }
 }
 
-// WithClock sets the clock the source judges expiry by. The default is
-// [time.Now]. It is meant for tests; the refresh timeout always uses real
+// WithClock sets the clock the source judges expiry by. The default, also
+// used for nil, is [time.Now]. It is meant for tests; the refresh timeout always uses real
 // time.
 func WithClock(now func() time.Time) Option {
-	return func(o *options) { o.now = now }
+	return func(o *options) {
+		if now != nil {
+			o.now = now
+		}
+	}
 }
 
 // WithRefreshTimeout bounds each refresh, which runs detached from any
@@ -80,9 +84,12 @@ func WithRefreshTimeout(d time.Duration) Option {
 // WithOnNewToken sets a function called with every new token the source
 // fetches, before any caller is handed it: the place to persist a rotated
 // refresh token. The token passed has the access token's real Expiry and
-// the current refresh token, and is the function's to keep. It runs while
-// the refresh holds its lock, with the refresh's context, so callers waiting
-// for a token wait for it too.
+// the current refresh token, and is the function's to keep. If an answer
+// rotated the refresh token but its access token cannot be used, f is
+// called with a token that holds only the new refresh token. f runs while
+// the refresh holds its lock, with a context bounded by the refresh timeout,
+// so callers waiting for a token wait for it too; it must not call the
+// source.
 //
 // If it returns an error, the new token is used all the same (with rotation
 // the old refresh token is already dead, so dropping the new one would lose

@@ -169,15 +169,7 @@ func (g *grant) token(ctx context.Context) (*oauth2.Token, error) {
 	if len(body) > maxBody {
 		return nil, fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	tok, err := g.parse(resp, body, sent)
-	if err != nil {
-		return nil, err
-	}
-	if tok.RefreshToken == "" {
-		tok.RefreshToken = g.refreshToken
-	}
-	g.refreshToken = tok.RefreshToken
-	return tok, nil
+	return g.parse(resp, body, sent)
 }
 
 // request builds the POST for the current refresh token.
@@ -228,7 +220,9 @@ func (g *grant) request(ctx context.Context) (*http.Request, error) {
 }
 
 // parse turns a token endpoint answer into a token, or into an error that
-// wraps an *oauth2.RetrieveError.
+// wraps an *oauth2.RetrieveError. A refresh token in a successful answer
+// replaces g's at once, even if the rest of the answer is unusable: the
+// server has retired the old one.
 func (g *grant) parse(resp *http.Response, body []byte, sent time.Time) (*oauth2.Token, error) {
 	fields, raw, decodeErr := decode(resp.Header.Get("Content-Type"), body)
 	code, _ := field(fields, "error")
@@ -239,9 +233,9 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time) (*oauth2
 		rt, _ := field(fields, "refresh_token")
 		secrets := []string{g.refreshToken, g.clientSecret, at, rt}
 		return nil, &endpointError{&oauth2.RetrieveError{
-			Response:         resp,
+			Response:         sanitize(resp),
 			Body:             []byte(redact(string(body), secrets...)),
-			ErrorCode:        code,
+			ErrorCode:        redact(code, secrets...),
 			ErrorDescription: redact(desc, secrets...),
 			ErrorURI:         redact(uri, secrets...),
 		}}
@@ -249,8 +243,11 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time) (*oauth2
 	if decodeErr != nil {
 		return nil, decodeErr
 	}
+	if rt, err := field(fields, "refresh_token"); err == nil && rt != "" {
+		g.refreshToken = rt
+	}
 
-	tok := &oauth2.Token{}
+	tok := &oauth2.Token{RefreshToken: g.refreshToken}
 	var err error
 	for _, f := range []struct {
 		key string
@@ -258,7 +255,6 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time) (*oauth2
 	}{
 		{"access_token", &tok.AccessToken},
 		{"token_type", &tok.TokenType},
-		{"refresh_token", &tok.RefreshToken},
 	} {
 		if *f.dst, err = field(fields, f.key); err != nil {
 			return nil, err
@@ -373,8 +369,8 @@ func (e *endpointError) Error() string {
 		return fmt.Sprintf("refreshtoken: token endpoint answered %s", status)
 	}
 	desc := e.re.ErrorDescription
-	if len(desc) > 200 {
-		desc = desc[:200] + "..."
+	if r := []rune(desc); len(r) > 200 {
+		desc = string(r[:200]) + "..."
 	}
 	if desc == "" {
 		return fmt.Sprintf("refreshtoken: token endpoint answered %s: %q", status, e.re.ErrorCode)
@@ -384,12 +380,28 @@ func (e *endpointError) Error() string {
 
 func (e *endpointError) Unwrap() error { return e.re }
 
-// redact replaces every non-empty secret in s.
+// redact replaces every non-empty secret in s, as it is and in the forms a
+// server may echo it in: JSON-escaped and percent-encoded.
 func redact(s string, secrets ...string) string {
 	for _, secret := range secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+		if secret == "" {
+			continue
+		}
+		js, _ := json.Marshal(secret)
+		for _, form := range []string{secret, string(js[1 : len(js)-1]), url.QueryEscape(secret), url.PathEscape(secret)} {
+			s = strings.ReplaceAll(s, form, "[redacted]")
 		}
 	}
 	return s
+}
+
+// sanitize returns resp for a RetrieveError, without the request that
+// carried the credentials (in its body and Basic header): only its method
+// and URL are kept.
+func sanitize(resp *http.Response) *http.Response {
+	r := *resp
+	if resp.Request != nil {
+		r.Request = &http.Request{Method: resp.Request.Method, URL: resp.Request.URL}
+	}
+	return &r
 }

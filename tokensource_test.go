@@ -54,7 +54,7 @@ func TestGrantRequestStyles(t *testing.T) {
 		wantBasic bool
 	}{
 		{name: "form, secret in body", authStyle: oauth2.AuthStyleInParams, wantType: "application/x-www-form-urlencoded"},
-		{name: "form, auto-detect sends in body once", authStyle: oauth2.AuthStyleAutoDetect, wantType: "application/x-www-form-urlencoded"},
+		{name: "form, auto-detect: secret in body", authStyle: oauth2.AuthStyleAutoDetect, wantType: "application/x-www-form-urlencoded"},
 		{name: "form, secret in Basic", authStyle: oauth2.AuthStyleInHeader, wantType: "application/x-www-form-urlencoded", wantBasic: true},
 		{name: "JSON, secret in body", authStyle: oauth2.AuthStyleInParams, json: true, wantType: "application/json"},
 		{name: "JSON, secret in Basic", authStyle: oauth2.AuthStyleInHeader, json: true, wantType: "application/json", wantBasic: true},
@@ -595,3 +595,60 @@ func TestSecretsNotInErrorsOnNetworkFailure(t *testing.T) {
 		t.Errorf("error %q contains a secret", msg)
 	}
 }
+
+// TestRotatedTokenKeptFromUnusableAnswer: a 200 that rotates the refresh
+// token but is otherwise unusable still hands over the new refresh token:
+// it is saved and sent next, never the retired one.
+func TestRotatedTokenKeptFromUnusableAnswer(t *testing.T) {
+	tests := []struct {
+		name  string
+		first string
+	}{
+		{name: "bad expires_in", first: `{"access_token":"at1","refresh_token":"rt2","expires_in":"soon"}`},
+		{name: "no access_token", first: `{"refresh_token":"rt2","expires_in":3600}`},
+		{name: "already-expired JWT", first: `{"access_token":"eyJhbGciOiJub25lIn0.eyJleHAiOjEwMDB9.sig","refresh_token":"rt2"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sent := make(chan string, 10)
+			var n atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.ParseForm()
+				sent <- r.PostForm.Get("refresh_token")
+				w.Header().Set("Content-Type", "application/json")
+				if n.Add(1) == 1 {
+					io.WriteString(w, tt.first)
+					return
+				}
+				io.WriteString(w, `{"access_token":"at2","refresh_token":"rt3","expires_in":3600}`)
+			}))
+			defer srv.Close()
+			clock := newFakeClock(t0)
+			var saved []string
+			conf := &oauth2.Config{ClientID: "c", Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
+			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: "rt1"}, refreshtoken.WithClock(clock.Now),
+				refreshtoken.WithOnNewToken(func(_ context.Context, tok *oauth2.Token) error {
+					saved = append(saved, tok.RefreshToken)
+					return nil
+				}))
+			defer ts.Close()
+			_, err := ts.Token()
+			if err == nil {
+				t.Fatal("Token() succeeded on an unusable answer")
+			}
+			clock.Set(retryAt(t, err))
+			tok := mustToken(t, ts)
+			if got := []string{recv(t, "request", sent), recv(t, "request", sent)}; got[0] != "rt1" || got[1] != "rt2" {
+				t.Errorf("refresh tokens sent = %q, want [rt1 rt2]", got)
+			}
+			if want := []string{"rt2", "rt3"}; !slicesEqual(saved, want) {
+				t.Errorf("callback saw %q, want %q", saved, want)
+			}
+			if tok.RefreshToken != "rt3" {
+				t.Errorf("RefreshToken = %q, want rt3", tok.RefreshToken)
+			}
+		})
+	}
+}
+
+func slicesEqual(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }

@@ -342,6 +342,7 @@ func TestMalformedAnswers(t *testing.T) {
 	tests := []struct {
 		name    string
 		fault   refreshtokentest.Fault
+		timeout time.Duration // the refresh timeout, if not the default
 		wantErr string
 	}{
 		{name: "dropped connection", fault: refreshtokentest.Fault{Drop: true}, wantErr: "token request failed"},
@@ -352,12 +353,12 @@ func TestMalformedAnswers(t *testing.T) {
 		{name: "502", fault: refreshtokentest.Fault{Status: 502}, wantErr: "502 Bad Gateway"},
 		{name: "503", fault: refreshtokentest.Fault{Status: 503}, wantErr: "503 Service Unavailable"},
 		{name: "429", fault: refreshtokentest.Fault{Status: 429}, wantErr: `429 Too Many Requests: "too_many_requests"`},
-		{name: "slow answer past the refresh timeout", fault: refreshtokentest.Fault{Latency: 10 * time.Second}, wantErr: "context deadline exceeded"},
+		{name: "slow answer past the refresh timeout", fault: refreshtokentest.Fault{Latency: 10 * time.Second}, timeout: 50 * time.Millisecond, wantErr: "context deadline exceeded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newFakeClock(t0)
-			srv, ts := setup(t, clock, refreshtokentest.Config{}, refreshtoken.WithRefreshTimeout(50*time.Millisecond))
+			srv, ts := setup(t, clock, refreshtokentest.Config{}, refreshtoken.WithRefreshTimeout(tt.timeout))
 			srv.Inject(1, tt.fault)
 			_, err := ts.Token()
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "refreshtoken: ") {

@@ -123,16 +123,13 @@ func TestCallerTokenUsedUntilStale(t *testing.T) {
 func TestStaleServedWhileRefreshing(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
-	var holding atomic.Bool
 	var requests atomic.Int32 // counted on arrival, before the hold
 	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: func(r *http.Request) {
 		requests.Add(1)
-		if holding.Load() {
-			g.hold(r)
-		}
+		g.holdWhenArmed(r)
 	}})
 	first := mustToken(t, ts)
-	holding.Store(true)
+	g.armed.Store(true)
 	clock.Set(t0.Add(59 * time.Minute)) // stale, not expired
 	for range 100 {
 		if tok := mustToken(t, ts); tok.AccessToken != first.AccessToken {
@@ -155,14 +152,9 @@ func TestStaleServedWhileRefreshing(t *testing.T) {
 func TestRefreshStorm(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
-	var holding atomic.Bool
-	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: func(r *http.Request) {
-		if holding.Load() {
-			g.hold(r)
-		}
-	}})
+	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: g.holdWhenArmed})
 	mustToken(t, ts)
-	holding.Store(true)
+	g.armed.Store(true)
 	clock.Set(t0.Add(time.Hour)) // expired
 
 	const n = 1000
@@ -301,14 +293,9 @@ func TestCloseBoundedByTimeout(t *testing.T) {
 	clock := newFakeClock(t0)
 	g := newGate()
 	defer close(g.release)
-	var holding atomic.Bool
-	_, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: func(r *http.Request) {
-		if holding.Load() {
-			g.hold(r)
-		}
-	}}, refreshtoken.WithRefreshTimeout(50*time.Millisecond))
+	_, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: g.holdWhenArmed}, refreshtoken.WithRefreshTimeout(50*time.Millisecond))
 	mustToken(t, ts)
-	holding.Store(true)
+	g.armed.Store(true)
 	clock.Set(t0.Add(59 * time.Minute))
 	mustToken(t, ts) // starts the background refresh
 	recv(t, "the background refresh", g.arrived)

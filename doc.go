@@ -7,18 +7,24 @@
 // (two minutes by default, at most half the token's lifetime), in the
 // background, while callers keep getting the current token; only a token
 // within its safety margin of expiry (10 s) makes callers wait, and they
-// all share one request. The refresh token is never sent twice: with
-// refresh token rotation (Auth0, RFC 9700) a reused refresh token revokes
-// the whole token family. A rotated refresh token replaces the old one at
-// once and is passed to the [WithOnNewToken] callback for saving before any
-// caller sees the new access token. A failed refresh leaves the cached
-// token in use while it is valid, and the endpoint is not called again
-// before a back-off has passed.
+// all share one request. A refresh token that a delivered answer replaced
+// is never sent again: with refresh token rotation (Auth0, RFC 9700) a
+// reused refresh token revokes the whole token family. A rotated refresh
+// token replaces the old one at once and is passed to the [WithOnNewToken]
+// callback for saving before any caller sees the new access token.
+//
+// When the endpoint fails, the cached token is served while it is valid.
+// Transient failures (429, 5xx, network errors, garbage) are retried after a
+// back-off with full jitter that honours Retry-After and X-RateLimit-Reset,
+// with one request per step however many goroutines call ([RetryError]);
+// a rejected refresh token (invalid_grant and the like) stops all requests
+// until [TokenSource.SetToken] ([ErrRefreshRejected]).
 //
 // The source works as is with [oauth2.NewClient], including the early
-// refresh, and in any code that takes an [oauth2.TokenSource]. [Cache] puts
-// the same cache around any other token source.
+// refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]
+// and [Transport] also recover from a 401 by refreshing once and retrying.
+// [Cache] puts the same cache around any other token source.
 //
-// Package refreshtokentest provides a local Auth0-like token server for
-// tests.
+// Package refreshtokentest provides a local Auth0-like token server, with
+// fault injection, for tests.
 package refreshtoken

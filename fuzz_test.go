@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,23 +81,37 @@ func FuzzGrant(f *testing.F) {
 	f.Add(307, "Location: /elsewhere", []byte(``))
 	f.Add(403, "Content-Type: application/json", []byte(`{"error":"invalid_grant","error_description":"`+fuzzRefreshToken+` `+fuzzClientSecret+`"}`))
 	f.Add(200, "Content-Type: application/x-www-form-urlencoded", []byte(`access_token=at&refresh_token=rt2`))
-	f.Add(200, "Content-Type: application/json", []byte(`{"access_token":"at","refresh_token":"`+strings.Repeat("r", 5000)+`"}`))
+	f.Add(200, "Content-Type: application/json", []byte(`{"access_token":"at","refresh_token":"`+strings.Repeat("r", 600)+`"}`))
+	// One server for the whole run, answering with the input under test: a
+	// server per input would spend the run on listeners. Inputs run one at
+	// a time within a fuzzing process.
+	var mu sync.Mutex
+	var answer struct {
+		status  int
+		headers string
+		body    []byte
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, line := range strings.Split(answer.headers, "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			k = strings.TrimSpace(k)
+			if ok && k != "" && k != "Content-Length" && k != "Transfer-Encoding" && !strings.ContainsAny(k, " \r\t") && !strings.ContainsAny(v, "\r\x00") {
+				w.Header().Add(k, strings.TrimSpace(v))
+			}
+		}
+		w.WriteHeader(answer.status)
+		w.Write(answer.body)
+	}))
+	defer srv.Close()
 	f.Fuzz(func(t *testing.T, status int, headers string, body []byte) {
 		if status < 200 || status > 599 {
 			status = 200 + (status%400+400)%400
 		}
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			for _, line := range strings.Split(headers, "\n") {
-				k, v, ok := strings.Cut(line, ":")
-				k = strings.TrimSpace(k)
-				if ok && k != "" && k != "Content-Length" && k != "Transfer-Encoding" && !strings.ContainsAny(k, " \r\t") && !strings.ContainsAny(v, "\r\x00") {
-					w.Header().Add(k, strings.TrimSpace(v))
-				}
-			}
-			w.WriteHeader(status)
-			w.Write(body)
-		}))
-		defer srv.Close()
+		mu.Lock()
+		answer.status, answer.headers, answer.body = status, headers, body
+		mu.Unlock()
 		now := func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
 		conf := &oauth2.Config{ClientID: "c", ClientSecret: fuzzClientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
 		ts := New(context.Background(), conf, &oauth2.Token{RefreshToken: fuzzRefreshToken}, WithClock(now), WithRefreshTimeout(5*time.Second))

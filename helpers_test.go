@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -68,6 +69,7 @@ func recv[T any](t *testing.T, what string, c <-chan T) T {
 type gate struct {
 	arrived chan struct{}
 	release chan struct{}
+	armed   atomic.Bool // for holdWhenArmed
 }
 
 func newGate() *gate {
@@ -78,6 +80,14 @@ func newGate() *gate {
 func (g *gate) hold(*http.Request) {
 	g.arrived <- struct{}{}
 	<-g.release
+}
+
+// holdWhenArmed is a hook that holds requests only once armed is set, so
+// that a test can first get a token unhindered.
+func (g *gate) holdWhenArmed(r *http.Request) {
+	if g.armed.Load() {
+		g.hold(r)
+	}
 }
 
 // ourGoroutines lists the goroutines running code of this package or of

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduces the README's Performance section: every benchmark against
+# x/oauth2 in the same run, several runs, summarised with benchstat, and
+# the stale-while-revalidate chart. Takes about 10 minutes on 2 cores.
+#
+#   scripts/bench.sh [outdir]     # default: bench/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench}
+mkdir -p "$out"
+export PATH="$PATH:$(go env GOPATH)/bin"
+command -v benchstat >/dev/null || go install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+
+nproc > "$out/cores.txt"
+# Timings: 10 runs each, one and two cores.
+go test -run '^$' -bench '^(BenchmarkToken|BenchmarkRoundTrip|BenchmarkRequest)$' -benchmem -count 10 -cpu 1,2 . | tee "$out/micro.txt"
+# Scenarios: counts and latencies, 5 runs each.
+go test -run '^$' -bench '^(BenchmarkRefreshStorm|BenchmarkStaleWhileRevalidate|BenchmarkOutage|BenchmarkLongRun)$' -benchtime 1x -count 5 . -args -swr.csv="$PWD/$out/swr.csv" | tee "$out/scenarios.txt"
+
+benchstat -col /impl "$out/micro.txt" | tee "$out/micro-benchstat.txt"
+benchstat -col /impl "$out/scenarios.txt" | tee "$out/scenarios-benchstat.txt"
+go run ./scripts/swrchart -in "$out/swr.csv" -out docs/swr.svg

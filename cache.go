@@ -36,13 +36,23 @@ type TokenSource struct {
 	mu       sync.Mutex
 	failures int // transient failures in a row; guarded by mu
 
+	// store, if set, keeps the token across processes. loaded, pending
+	// and saveFailures are guarded by mu: whether the store was read;
+	// the newest token, if its Save failed; failed Saves in a row.
+	store        Store
+	loaded       bool
+	pending      *entry
+	saveFailures int
+
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
 	src   oauth2.TokenSource // the inner source, for Cache
 	onNew func(ctx context.Context, tok *oauth2.Token) error
 
 	window window
-	now    func() time.Time
+	// clock is the clock set with WithClock, nil for the default, which
+	// fresh can read more cheaply than through a func.
+	clock func() time.Time
 	// timeout bounds one refresh, and the callback after it. ctx carries
 	// the values of New's context, and no cancellation: no caller and not
 	// Close may cut off a request the server may already have acted on.
@@ -76,9 +86,10 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 	s := &TokenSource{
 		onNew:   o.onNew,
 		window:  o.window,
-		now:     o.now,
+		clock:   o.clock,
 		timeout: o.timeout,
 		ctx:     context.WithoutCancel(ctx),
+		store:   o.store,
 	}
 	s.cur.Store(&entry{})
 	return s
@@ -172,6 +183,41 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry
 	return nil, now, errors.New("refreshtoken: the new token expired before it could be handed out")
 }
 
+// clone returns a copy of e that no caller has seen (started unset).
+func (e *entry) clone() *entry {
+	return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, refreshAt: e.refreshAt, expiredAt: e.expiredAt, err: e.err, rejected: e.rejected}
+}
+
+// now reads the source's clock.
+func (s *TokenSource) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
+}
+
+// fresh reports whether e's token can be used with nothing to start: the
+// per-request check of Transport. With the default clock it reads only the
+// monotonic clock (time.Since), half the cost of time.Now on the machines
+// measured; for times that carry a monotonic reading, as those derived from
+// time.Now do, Go compares by it anyway, so the answer is the same.
+func (s *TokenSource) fresh(e *entry) bool {
+	if e.tok == nil {
+		return false
+	}
+	until := e.refreshAt
+	if until.IsZero() || (!e.expiredAt.IsZero() && e.expiredAt.Before(until)) {
+		until = e.expiredAt
+	}
+	switch {
+	case until.IsZero():
+		return true
+	case s.clock == nil:
+		return time.Since(until) < 0
+	}
+	return s.clock().Before(until)
+}
+
 // backingOff reports whether, at now, a failed refresh forbids a new one.
 func (e *entry) backingOff(now time.Time) bool {
 	return e.err != nil && (e.rejected || now.Before(e.refreshAt))
@@ -201,6 +247,11 @@ func (s *TokenSource) refresh() (v any, err error) {
 		return nil, ErrClosed
 	}
 	now := s.now()
+	if s.store != nil && !s.loaded {
+		if err := s.load(); err != nil {
+			return nil, s.fail(err)
+		}
+	}
 	cur := s.cur.Load()
 	// A caller may have seen an older entry: the token it wanted may have
 	// been refreshed, or a refresh may have failed, since.
@@ -209,6 +260,15 @@ func (s *TokenSource) refresh() (v any, err error) {
 	}
 	if cur.backingOff(now) {
 		return nil, cur.err
+	}
+	if p := s.pending; p != nil && stateAt(now, p.refreshAt, p.expiredAt) == fresh {
+		// Only the Save of the current token is due.
+		if err := s.save(p.tok); err != nil {
+			return nil, s.saveFailed(p, err, now)
+		}
+		s.pending, s.saveFailures = nil, 0
+		s.cur.Store(p)
+		return p, nil
 	}
 
 	rt := s.refreshToken()
@@ -223,7 +283,11 @@ func (s *TokenSource) refresh() (v any, err error) {
 		if rotated := s.refreshToken(); rotated != rt {
 			// The answer was unusable, but it rotated the refresh token:
 			// the new one is all there is, and must be saved.
-			s.notify(&oauth2.Token{RefreshToken: rotated})
+			t := &oauth2.Token{RefreshToken: rotated}
+			if saveErr := s.save(t); saveErr != nil {
+				err = errors.Join(err, &saveError{saveErr})
+			}
+			s.notify(t)
 		}
 		return nil, s.fail(err)
 	}
@@ -237,14 +301,67 @@ func (s *TokenSource) refresh() (v any, err error) {
 		return next, nil
 	}
 	s.failures = 0
-	// The token is published even if the callback fails: with rotation
-	// the old refresh token is already dead, and this one is all there is.
+	// The token is published even if saving it or the callback fails:
+	// with rotation the old refresh token is already dead, and this one is
+	// all there is.
+	saveErr := s.save(tok)
 	notifyErr := s.notify(tok)
+	if saveErr != nil {
+		return nil, s.saveFailed(next, saveErr, now)
+	}
+	s.pending, s.saveFailures = nil, 0
 	s.cur.Store(next)
 	if notifyErr != nil {
 		return nil, notifyErr
 	}
 	return next, nil
+}
+
+// load reads the stored token, once, at the first refresh. A stored token
+// supersedes the one New was given: it is the latest rotation. Called with
+// mu held. After an error nothing is fetched: the stored refresh token may
+// be newer than the one in memory, and sending that one could be a reuse.
+func (s *TokenSource) load() error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	tok, err := s.store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("refreshtoken: loading the stored token: %w", err)
+	}
+	s.loaded = true
+	if tok == nil {
+		return nil
+	}
+	if s.grant != nil && tok.RefreshToken != "" {
+		s.grant.refreshToken = tok.RefreshToken
+	}
+	s.cur.Store(s.callerEntry(tok))
+	return nil
+}
+
+// save passes tok to the store, if there is one. Called with mu held.
+func (s *TokenSource) save(tok *oauth2.Token) error {
+	if s.store == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	t := *tok
+	return s.store.Save(ctx, &t)
+}
+
+// saveFailed publishes e, whose token could not be saved, so that it is
+// handed out but a refresh (which saves again first) comes after a
+// back-off, and returns the error for the callers. Called with mu held.
+func (s *TokenSource) saveFailed(e *entry, err error, now time.Time) error {
+	s.pending = e
+	s.saveFailures++
+	retry := e.clone()
+	if r := now.Add(backoff(s.saveFailures, rand.Float64())); r.Before(retry.refreshAt) || retry.refreshAt.IsZero() {
+		retry.refreshAt = r
+	}
+	s.cur.Store(retry)
+	return &saveError{err}
 }
 
 // refreshToken is the grant's current refresh token; "" for Cache. Called
@@ -333,7 +450,9 @@ func (s *TokenSource) fail(err error) error {
 		err = &RetryError{Err: err, RetryAt: retryAt}
 	}
 	s.update(func(e *entry) *entry {
-		return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, expiredAt: e.expiredAt, refreshAt: retryAt, err: err, rejected: rejected}
+		n := e.clone()
+		n.refreshAt, n.err, n.rejected = retryAt, err, rejected
+		return n
 	})
 	return err
 }
@@ -406,20 +525,29 @@ func dropToken(e *entry) *entry {
 // is used from now on, and its access token, if it has one that is still
 // valid, is handed out until it nears its Expiry; otherwise the next call
 // refreshes. It ends a rejection ([ErrRefreshRejected]) and any back-off:
-// call it once the user has signed in again. For a source made by [Cache],
-// only the access token is used. SetToken waits for a refresh in flight to
-// end. It does nothing after Close.
-func (s *TokenSource) SetToken(tok *oauth2.Token) {
+// call it once the user has signed in again. With a [Store], tok is saved,
+// and SetToken returns the error of that Save (tok is in use all the same).
+// For a source made by [Cache], only the access token is used. SetToken
+// waits for a refresh in flight to end. It does nothing after Close.
+func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
-		return
+		return nil
 	}
 	if s.grant != nil && tok != nil {
 		s.grant.refreshToken = tok.RefreshToken
 	}
-	s.failures = 0
+	s.failures, s.pending, s.saveFailures = 0, nil, 0
+	s.loaded = true // the store's token, if any, is older than tok
 	s.cur.Store(s.callerEntry(tok))
+	if tok == nil {
+		return nil
+	}
+	if err := s.save(tok); err != nil {
+		return &saveError{err}
+	}
+	return nil
 }
 
 // String describes the source for logs: the token URL and client ID of a

@@ -86,3 +86,42 @@ func TestCacheOverCachingSource(t *testing.T) {
 	}
 	t.Logf("%d inner tokens over %d h, %d calls to the inner source", len(src.tokens), hours, src.calls)
 }
+
+// TestFresh: the Transport's quick check agrees with the state rules, with
+// the default clock (monotonic readings) and with a set clock.
+func TestFresh(t *testing.T) {
+	tok := &oauth2.Token{AccessToken: "at"}
+	now := time.Now()
+	tests := []struct {
+		name                 string
+		refreshAt, expiredAt time.Time
+		want                 bool
+	}{
+		{name: "fresh", refreshAt: now.Add(time.Hour), expiredAt: now.Add(2 * time.Hour), want: true},
+		{name: "stale", refreshAt: now.Add(-time.Second), expiredAt: now.Add(time.Hour), want: false},
+		{name: "expired", refreshAt: now.Add(-time.Hour), expiredAt: now.Add(-time.Second), want: false},
+		{name: "window off, expired first", refreshAt: now.Add(time.Hour), expiredAt: now.Add(-time.Second), want: false},
+		{name: "never expires", want: true},
+		{name: "rejected, valid", expiredAt: now.Add(time.Hour), want: true},
+		{name: "wall clock only", refreshAt: now.Add(time.Hour).Round(0), expiredAt: now.Add(2 * time.Hour).Round(0), want: true},
+		{name: "wall clock only, stale", refreshAt: now.Add(-time.Minute).Round(0), expiredAt: now.Add(time.Hour).Round(0), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &entry{tok: tok, refreshAt: tt.refreshAt, expiredAt: tt.expiredAt}
+			if got := (&TokenSource{}).fresh(e); got != tt.want {
+				t.Errorf("fresh() with the default clock = %v, want %v", got, tt.want)
+			}
+			set := &TokenSource{clock: func() time.Time { return now }}
+			if got := set.fresh(e); got != tt.want {
+				t.Errorf("fresh() with a set clock = %v, want %v", got, tt.want)
+			}
+			if got, want := set.fresh(e), stateAt(now, e.refreshAt, e.expiredAt) == fresh; got != want {
+				t.Errorf("fresh() = %v, stateAt() says %v", got, want)
+			}
+		})
+	}
+	if (&TokenSource{}).fresh(&entry{}) {
+		t.Error("fresh() of an entry with no token = true")
+	}
+}

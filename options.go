@@ -18,19 +18,19 @@ type Option func(*options)
 
 type options struct {
 	window  window
-	now     func() time.Time
+	clock   func() time.Time // nil: time.Now
 	timeout time.Duration
 	onNew   func(context.Context, *oauth2.Token) error
 	json    bool
 	params  url.Values
 	// allowHTTP lets New use a plain-http token URL on any host.
 	allowHTTP bool
+	store     Store
 }
 
 func resolve(opts []Option) options {
 	o := options{
 		window:  window{early: DefaultEarlyRefresh, jitter: DefaultJitter},
-		now:     time.Now,
 		timeout: DefaultRefreshTimeout,
 	}
 	for _, opt := range opts {
@@ -65,7 +65,7 @@ func WithJitter(d time.Duration) Option {
 func WithClock(now func() time.Time) Option {
 	return func(o *options) {
 		if now != nil {
-			o.now = now
+			o.clock = now
 		}
 	}
 }
@@ -128,4 +128,16 @@ func WithEndpointParams(params url.Values) Option {
 // the client secret. [Cache] ignores it.
 func WithAllowHTTP() Option {
 	return func(o *options) { o.allowHTTP = true }
+}
+
+// WithStore makes the source keep its token in st, so that a rotated
+// refresh token survives the process and a restarted process reuses a
+// still-fresh access token instead of refreshing. The source loads st at
+// its first refresh (before which a call with no valid token is one), and
+// the stored token, if any, supersedes the one given to [New]. It saves
+// every new token before any caller is handed it; see [Store] for the
+// contract and [ErrNotSaved] for what happens when Save fails. By default
+// there is no store.
+func WithStore(st Store) Option {
+	return func(o *options) { o.store = st }
 }

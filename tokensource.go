@@ -54,7 +54,7 @@ const maxBody = 1 << 20
 // every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
-	g := &grant{json: o.json, params: o.params, now: o.now}
+	g := &grant{json: o.json, params: o.params}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
 		g.clientID = conf.ClientID
@@ -77,6 +77,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 
 	s := newTokenSource(ctx, o)
 	s.grant = g
+	g.now = s.now
 	s.cur.Store(s.callerEntry(tok))
 	return s
 }

@@ -61,10 +61,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("refreshtoken: Transport has no Source")
 	}
-	e, _, err := t.Source.current(req.Context())
-	if err != nil {
-		closeBody(req)
-		return nil, err
+	e := t.Source.cur.Load()
+	if !t.Source.fresh(e) {
+		var err error
+		if e, _, err = t.Source.current(req.Context()); err != nil {
+			closeBody(req)
+			return nil, err
+		}
 	}
 	resp, err := t.base().RoundTrip(authorized(req, e.auth))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {

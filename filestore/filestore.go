@@ -1,0 +1,164 @@
+// Package filestore keeps a refreshtoken source's token in a JSON file:
+// a [refreshtoken.Store] for a single process, such as a command-line tool
+// or a cron job, that must not lose a rotated refresh token at exit nor
+// refresh at every start.
+//
+// The file is written atomically: a temporary file in the same directory
+// is written, synced, and renamed over the old one, and the directory is
+// synced. Whenever the writing process is killed, the file holds either the
+// old token or the new one, never a mix. The file has mode 0600, and a file
+// that other users can read or write is refused, since it holds a refresh
+// token.
+//
+// A Store does not lock the file against other processes: several processes
+// sharing one refresh token need a shared store (see refreshtoken.Store).
+package filestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Store is a [refreshtoken.Store] in one file. Its methods are safe for
+// concurrent use; Saves never interleave.
+type Store struct {
+	path string
+	mu   sync.Mutex // serialises Save, so that a later token is never overwritten by an earlier one
+}
+
+// New returns a Store that keeps the token in the file at path. The file
+// and its directory are created at the first Save (the directory with mode
+// 0700).
+func New(path string) *Store {
+	return &Store{path: path}
+}
+
+// record is the file's content: the token's fields, and the two response
+// fields that Token.Extra serves.
+type record struct {
+	AccessToken  string    `json:"access_token,omitempty"`
+	TokenType    string    `json:"token_type,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expiry       time.Time `json:"expiry,omitzero"`
+	IDToken      string    `json:"id_token,omitempty"`
+	Scope        string    `json:"scope,omitempty"`
+}
+
+// maxFile bounds what Load reads: a token file is a few kilobytes.
+const maxFile = 1 << 20
+
+// Load returns the stored token, or nil if the file does not exist. It
+// refuses a file that other users can read or write.
+func (s *Store) Load(context.Context) (*oauth2.Token, error) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	// Windows has no such permission bits; there the file's ACL, inherited
+	// from the user's profile directory, protects it.
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return nil, fmt.Errorf("filestore: %s holds a refresh token but has mode %#o, open to other users; run: chmod 600 %s", s.path, perm, s.path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	var r record
+	if len(b) > maxFile || json.Unmarshal(b, &r) != nil {
+		// Not the content, nor the decoder's error, which may quote it.
+		return nil, fmt.Errorf("filestore: %s is not a token file (%d bytes); remove it and sign in again", s.path, len(b))
+	}
+	tok := &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, RefreshToken: r.RefreshToken, Expiry: r.Expiry}
+	extra := map[string]any{}
+	if r.IDToken != "" {
+		extra["id_token"] = r.IDToken
+	}
+	if r.Scope != "" {
+		extra["scope"] = r.Scope
+	}
+	return tok.WithExtra(extra), nil
+}
+
+// Save replaces the stored token with tok, atomically.
+func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
+	r := record{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+	r.IDToken, _ = tok.Extra("id_token").(string)
+	r.Scope, _ = tok.Extra("scope").(string)
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("filestore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := writeAtomic(s.path, append(b, '\n')); err != nil {
+		return fmt.Errorf("filestore: saving %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// writeAtomic replaces the file at path with b: a temporary file in the
+// same directory (so that the rename does not cross file systems), synced
+// before the rename so that the new name never points at unwritten data,
+// and the directory synced after it so that the rename itself is durable.
+func writeAtomic(path string, b []byte) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // mode 0600
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(b); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable. Windows cannot open a directory
+// for syncing, and makes renames durable on its own.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

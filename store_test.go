@@ -1,0 +1,207 @@
+package refreshtoken_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/filestore"
+	"github.com/tokenfresh/refreshtoken/refreshtokentest"
+)
+
+// process is one run of a program that keeps its token in a file store.
+func process(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, path, refreshToken string) *refreshtoken.TokenSource {
+	t.Helper()
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: refreshToken},
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithStore(filestore.New(path)))
+	t.Cleanup(func() { ts.Close() })
+	return ts
+}
+
+func stored(t *testing.T, path string) *oauth2.Token {
+	t.Helper()
+	tok, err := filestore.New(path).Load(context.Background())
+	if err != nil || tok == nil {
+		t.Fatalf("stored token: %v, %v", tok, err)
+	}
+	return tok
+}
+
+// TestStoreAcrossRestarts: a restarted process uses the stored token while
+// it is fresh, with no request, and refreshes with the stored (rotated)
+// refresh token, not the one in its configuration.
+func TestStoreAcrossRestarts(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	configured := srv.NewRefreshToken("openid")
+
+	first := mustToken(t, process(t, srv, clock, path, configured))
+	if got := stored(t, path); got.AccessToken != first.AccessToken || got.RefreshToken != first.RefreshToken || got.Extra("id_token") == nil {
+		t.Errorf("stored %+v, want the token handed out, with its id_token", got)
+	}
+
+	clock.Add(30 * time.Minute) // a restart within the token's lifetime
+	if tok := mustToken(t, process(t, srv, clock, path, configured)); tok.AccessToken != first.AccessToken {
+		t.Errorf("restarted process got %q, want the stored token", tok.AccessToken)
+	}
+	if got := srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("token requests = %d, want 1: no request at a restart", got)
+	}
+
+	for i := range 5 { // restarts after expiry: the rotated token must be used
+		clock.Add(time.Hour)
+		ts := process(t, srv, clock, path, configured)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mustToken(t, ts)
+			}()
+		}
+		wg.Wait()
+		tok := mustToken(t, ts)
+		if got := stored(t, path); got.RefreshToken != tok.RefreshToken || got.AccessToken != tok.AccessToken {
+			t.Errorf("restart %d: stored token is not the one in use", i)
+		}
+	}
+	if got := srv.Stats(); got.Refreshes != 6 || got.ReuseEvents != 0 || got.ReplacedSent != 0 {
+		t.Errorf("server stats = %+v, want 6 refreshes, no reuse", got)
+	}
+}
+
+// breakable is a store path whose directory can be replaced by a regular
+// file, so that saving there fails for real, and then repaired.
+type breakable struct {
+	t    *testing.T
+	dir  string
+	path string
+}
+
+func newBreakable(t *testing.T) *breakable {
+	dir := filepath.Join(t.TempDir(), "state")
+	return &breakable{t: t, dir: dir, path: filepath.Join(dir, "token.json")}
+}
+
+func (b *breakable) brk(*http.Request) {
+	if err := os.WriteFile(b.dir, nil, 0o600); err != nil {
+		b.t.Error(err)
+	}
+}
+
+func (b *breakable) repair() {
+	if err := os.Remove(b.dir); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// TestStoreSaveFails: a token that cannot be saved is still used; the
+// callers of the refresh get ErrNotSaved; the Save is retried after a
+// back-off, with no new request; a later refresh saves its own token.
+func TestStoreSaveFails(t *testing.T) {
+	clock := newFakeClock(t0)
+	b := newBreakable(t)
+	var once sync.Once
+	// The first refresh loads an empty store; the directory breaks while
+	// the request is at the server, so that its Save fails.
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
+	defer srv.Close()
+	path, repair := b.path, b.repair
+	ts := process(t, srv, clock, path, srv.NewRefreshToken(""))
+
+	_, err := ts.Token()
+	if !errors.Is(err, refreshtoken.ErrNotSaved) || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Token() error = %v, want ErrNotSaved wrapping the store's error", err)
+	}
+	tok := mustToken(t, ts) // in use all the same
+	if got := srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("token requests = %d, want 1", got)
+	}
+
+	repair()
+	clock.Add(time.Second) // past the first back-off (at most 1 s): the Save is retried
+	mustToken(t, ts)
+	eventually(t, "the retried Save", func() bool {
+		got, err := filestore.New(path).Load(context.Background())
+		return err == nil && got != nil && got.RefreshToken == tok.RefreshToken
+	})
+	if got := srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("token requests = %d, want 1: retrying a Save sends nothing", got)
+	}
+
+	clock.Add(time.Hour) // the next refresh is saved as usual
+	next := mustToken(t, ts)
+	if got := stored(t, path); got.RefreshToken != next.RefreshToken {
+		t.Error("the refreshed token was not saved")
+	}
+	if got := srv.Stats(); got.Refreshes != 2 || got.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v, want 2 refreshes, no reuse", got)
+	}
+}
+
+// TestStoreLoadFails: when the store cannot be read, nothing is sent: the
+// stored refresh token may be newer than the configured one, and sending
+// the configured one could be a reuse.
+func TestStoreLoadFails(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	if err := filestore.New(path).Save(context.Background(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := process(t, srv, clock, path, "rt-configured")
+	if _, err := ts.Token(); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("Token() error = %v, want the store's error naming the fix", err)
+	}
+	if got := srv.Stats().TokenRequests; got != 0 {
+		t.Errorf("token requests = %d, want 0", got)
+	}
+	// Fixed, and past the back-off: the stored refresh token is used.
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Second)
+	mustToken(t, ts)
+	if got := srv.Stats(); got.Refreshes != 1 || got.Rejected != 0 {
+		t.Errorf("server stats = %+v, want one refresh with the stored token", got)
+	}
+}
+
+// TestSetTokenSaves: a token set after a new sign-in is saved, and
+// supersedes what was stored.
+func TestSetTokenSaves(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	old := srv.NewRefreshToken("")
+	ts := process(t, srv, clock, path, old)
+	mustToken(t, ts)
+	srv.Revoke(stored(t, path).RefreshToken)
+	fresh := srv.NewRefreshToken("")
+	if err := ts.SetToken(&oauth2.Token{RefreshToken: fresh}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, path).RefreshToken; got != fresh {
+		t.Errorf("stored refresh token is not the one set")
+	}
+	tok := mustToken(t, ts)
+	if got := stored(t, path).RefreshToken; got != tok.RefreshToken {
+		t.Errorf("stored refresh token is not the rotated one")
+	}
+}

@@ -307,7 +307,8 @@ func BenchmarkStaleWhileRevalidate(b *testing.B) {
 						op = func() (*oauth2.Token, error) { _, err := rt.RoundTrip(req); return nil, err }
 					}
 					before := sc.srv.Stats().TokenRequests
-					buckets := make([]atomic.Int64, duration/time.Millisecond+1) // max latency per ms, in ns
+					const bucket = 10 * time.Millisecond
+					buckets := make([]atomic.Int64, duration/bucket+1) // max latency per bucket, in ns
 					var mu sync.Mutex
 					var wg sync.WaitGroup
 					for range callers {
@@ -327,7 +328,7 @@ func BenchmarkStaleWhileRevalidate(b *testing.B) {
 								}
 								d := time.Since(t0)
 								mine = append(mine, sample{t0.Sub(start), d})
-								bk := &buckets[t0.Sub(start)/time.Millisecond]
+								bk := &buckets[t0.Sub(start)/bucket]
 								for old := bk.Load(); int64(d) > old && !bk.CompareAndSwap(old, int64(d)); old = bk.Load() {
 								}
 								time.Sleep(100 * time.Microsecond)
@@ -345,9 +346,9 @@ func BenchmarkStaleWhileRevalidate(b *testing.B) {
 					wg.Wait()
 					requests += sc.srv.Stats().TokenRequests - before
 					if csv != nil && via == "Token" {
-						for ms := range buckets {
-							if v := buckets[ms].Load(); v > 0 {
-								fmt.Fprintf(csv, "%s,%d,%d\n", impl, ms, v/1000)
+						for i := range buckets {
+							if v := buckets[i].Load(); v > 0 {
+								fmt.Fprintf(csv, "%s,%d,%.3f\n", impl, time.Duration(i)*bucket/time.Millisecond, float64(v)/1000)
 							}
 						}
 					}

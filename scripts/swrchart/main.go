@@ -1,6 +1,6 @@
 // Command swrchart draws the SVG chart of the README's Performance section
 // from the CSV that BenchmarkStaleWhileRevalidate writes with -swr.csv:
-// the slowest Token() call in each millisecond of a run, for each
+// the slowest Token() call in each 10 ms of a run, for each
 // implementation, across the start of a refresh. scripts/bench.sh runs it.
 package main
 
@@ -36,8 +36,8 @@ func main() {
 }
 
 type point struct {
-	ms float64 // time into the run
-	us float64 // slowest call in that millisecond, microseconds
+	ms float64 // time into the run, start of a 10 ms bucket
+	us float64 // slowest call in that bucket, microseconds
 }
 
 // read returns the points of each implementation.
@@ -58,7 +58,7 @@ func read(path string) (map[string][]point, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("bad row %q", row)
 		}
-		series[row[0]] = append(series[row[0]], point{ms, max(us, 0.1)})
+		series[row[0]] = append(series[row[0]], point{ms, max(us, 0.1)}) // the axis starts at 0.1 µs
 	}
 	return series, nil
 }
@@ -81,7 +81,7 @@ func draw(w io.Writer, series map[string][]point) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%g" y="20" font-size="14">Slowest Token() call per millisecond, 8 goroutines, refresh starts at 0.5 s, endpoint takes 50 ms</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="%g" y="20" font-size="14">Slowest Token() call per 10 ms: 8 goroutines, refresh starts at 0.5 s, endpoint takes 50 ms</text>`+"\n", left)
 	labels := map[float64]string{-1: "0.1 µs", 0: "1 µs", 1: "10 µs", 2: "100 µs", 3: "1 ms", 4: "10 ms", 5: "100 ms", 6: "1 s"}
 	for e := yMin; e <= yMax; e++ {
 		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%g" y2="%g" stroke="#ddd"/>`+"\n", left, width-right, y(math.Pow(10, e)), y(math.Pow(10, e)))
@@ -107,7 +107,7 @@ func draw(w io.Writer, series map[string][]point) error {
 		if color == "" {
 			color = "#555"
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.2" points="%s"/>`+"\n", color, path.String())
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", color, path.String())
 		fmt.Fprintf(&b, `<rect x="%g" y="%g" width="12" height="3" fill="%s"/><text x="%g" y="%g">%s</text>`+"\n",
 			width-right-190, top+10+float64(i)*16, color, width-right-172, top+14+float64(i)*16, name)
 	}

@@ -360,8 +360,9 @@ func (s *TokenSource) saveFailed(e *entry, err error, now time.Time) error {
 	if r := now.Add(backoff(s.saveFailures, rand.Float64())); r.Before(retry.refreshAt) || retry.refreshAt.IsZero() {
 		retry.refreshAt = r
 	}
+	retry.err = &saveError{err} // for Err, until a Save succeeds
 	s.cur.Store(retry)
-	return &saveError{err}
+	return retry.err
 }
 
 // refreshToken is the grant's current refresh token; "" for Cache. Called
@@ -469,9 +470,10 @@ func (s *TokenSource) update(f func(*entry) *entry) {
 	}
 }
 
-// Err returns the error of the last refresh if it failed, and nil once a
-// refresh has succeeded. While it is not nil, the source hands out its
-// cached token as long as that is valid: a health check can report it.
+// Err returns the error of the last refresh if it failed (or if its token
+// could not be saved: [ErrNotSaved]), and nil once a refresh has succeeded.
+// While it is not nil, the source hands out its cached token as long as
+// that is valid: a health check can report it.
 func (s *TokenSource) Err() error {
 	return s.cur.Load().err
 }

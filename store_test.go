@@ -125,6 +125,9 @@ func TestStoreSaveFails(t *testing.T) {
 		t.Fatalf("Token() error = %v, want ErrNotSaved wrapping the store's error", err)
 	}
 	tok := mustToken(t, ts) // in use all the same
+	if !errors.Is(ts.Err(), refreshtoken.ErrNotSaved) {
+		t.Errorf("Err() = %v, want ErrNotSaved while the Save is pending", ts.Err())
+	}
 	if got := srv.Stats().TokenRequests; got != 1 {
 		t.Errorf("token requests = %d, want 1", got)
 	}
@@ -139,6 +142,7 @@ func TestStoreSaveFails(t *testing.T) {
 	if got := srv.Stats().TokenRequests; got != 1 {
 		t.Errorf("token requests = %d, want 1: retrying a Save sends nothing", got)
 	}
+	eventually(t, "Err() to clear", func() bool { return ts.Err() == nil })
 
 	clock.Add(time.Hour) // the next refresh is saved as usual
 	next := mustToken(t, ts)

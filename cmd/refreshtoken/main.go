@@ -20,6 +20,10 @@
 // other users can see in ps. The client secret comes from the environment
 // or a file, for the same reason.
 //
+// Invocations that share a state file run one at a time (a lock file beside
+// it, on Unix), so that two of them never refresh with the same refresh
+// token.
+//
 // Exit status: 0 success; 1 an error (the message on standard error says
 // what to do); 2 a usage error; 3 the refresh token was rejected for good
 // (sign in again and give the new one with -refresh-token-file).
@@ -186,6 +190,14 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 	}
 	store := filestore.New(c.state)
 	ctx := context.Background()
+	if err := os.MkdirAll(filepath.Dir(c.state), 0o700); err != nil {
+		return fail(err)
+	}
+	unlock, err := lock(c.state + ".lock")
+	if err != nil {
+		return fail(fmt.Errorf("locking the state: %w", err))
+	}
+	defer unlock()
 	if refreshToken == "" {
 		stored, err := store.Load(ctx)
 		if err != nil {

@@ -239,3 +239,27 @@ func TestDemoCommand(t *testing.T) {
 		t.Errorf("demo printed %q", out)
 	}
 }
+
+// TestConcurrentInvocations: invocations at the same moment, each forcing a
+// refresh, take turns on the state: every one refreshes with the latest
+// refresh token, and none is taken for a reuse.
+func TestConcurrentInvocations(t *testing.T) {
+	c := newCLI(t, refreshtokentest.Config{})
+	c.mustRun(c.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
+	const n = 8
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			_, _, code := c.run("", "token", "-refresh")
+			codes <- code
+		}()
+	}
+	for range n {
+		if code := <-codes; code != 0 {
+			t.Errorf("an invocation exited %d", code)
+		}
+	}
+	if got := c.srv.Stats(); got.ReuseEvents != 0 || got.Refreshes != n+1 {
+		t.Errorf("server stats = %+v, want %d refreshes and no reuse", got, n+1)
+	}
+}

@@ -75,6 +75,11 @@ type entry struct {
 	// (rejected), it is zero: no refresh ever starts by itself.
 	err      error
 	rejected bool
+	// dropped marks an entry whose token was invalidated (a 401); forced
+	// marks a token fetched because of that; drops counts such rounds in a
+	// row, for the back-off of dropToken.
+	dropped, forced bool
+	drops           int
 	// started is set by the first caller that sees the entry stale, so
 	// that a background refresh is started once per entry, not per call.
 	started atomic.Bool
@@ -185,7 +190,8 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry
 
 // clone returns a copy of e that no caller has seen (started unset).
 func (e *entry) clone() *entry {
-	return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, refreshAt: e.refreshAt, expiredAt: e.expiredAt, err: e.err, rejected: e.rejected}
+	return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, refreshAt: e.refreshAt, expiredAt: e.expiredAt,
+		err: e.err, rejected: e.rejected, dropped: e.dropped, forced: e.forced, drops: e.drops}
 }
 
 // now reads the source's clock.
@@ -261,14 +267,14 @@ func (s *TokenSource) refresh() (v any, err error) {
 	if cur.backingOff(now) {
 		return nil, cur.err
 	}
-	if p := s.pending; p != nil && stateAt(now, p.refreshAt, p.expiredAt) == fresh {
-		// Only the Save of the current token is due.
-		if err := s.save(p.tok); err != nil {
+	if p := s.pending; p != nil {
+		// The Save of the token in use is due first.
+		if err := s.flushLocked(); err != nil {
 			return nil, s.saveFailed(p, err, now)
 		}
-		s.pending, s.saveFailures = nil, 0
-		s.cur.Store(p)
-		return p, nil
+		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+			return cur, nil
+		}
 	}
 
 	rt := s.refreshToken()
@@ -278,6 +284,9 @@ func (s *TokenSource) refresh() (v any, err error) {
 	var next *entry
 	if err == nil {
 		next, err = s.newEntry(tok, cur, now)
+	}
+	if next != nil && cur.dropped {
+		next.forced, next.drops = true, cur.drops
 	}
 	if err != nil {
 		if rotated := s.refreshToken(); rotated != rt {
@@ -307,7 +316,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 	saveErr := s.save(tok)
 	notifyErr := s.notify(tok)
 	if saveErr != nil {
-		return nil, s.saveFailed(next, saveErr, now)
+		return nil, errors.Join(s.saveFailed(next, saveErr, now), notifyErr)
 	}
 	s.pending, s.saveFailures = nil, 0
 	s.cur.Store(next)
@@ -317,10 +326,13 @@ func (s *TokenSource) refresh() (v any, err error) {
 	return next, nil
 }
 
-// load reads the stored token, once, at the first refresh. A stored token
-// supersedes the one New was given: it is the latest rotation. Called with
-// mu held. After an error nothing is fetched: the stored refresh token may
-// be newer than the one in memory, and sending that one could be a reuse.
+// load reads the stored token, once, at the first refresh. A stored
+// refresh token supersedes the one New was given: it is the latest
+// rotation. A stored access token replaces the cached one only if it
+// expires later (a cached token given to New may be newer than a store
+// that holds only a refresh token). Called with mu held. After an error
+// nothing is fetched: the stored refresh token may be newer than the one in
+// memory, and sending that one could be a reuse.
 func (s *TokenSource) load() error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
@@ -335,8 +347,19 @@ func (s *TokenSource) load() error {
 	if s.grant != nil && tok.RefreshToken != "" {
 		s.grant.refreshToken = tok.RefreshToken
 	}
-	s.cur.Store(s.callerEntry(tok))
+	stored := s.callerEntry(tok)
+	s.update(func(cur *entry) *entry {
+		if stored.tok == nil || (cur.tok != nil && !laterExpiry(stored.expiry, cur.expiry)) {
+			return cur
+		}
+		return stored
+	})
 	return nil
+}
+
+// laterExpiry reports whether expiry a is later than b; zero is never.
+func laterExpiry(a, b time.Time) bool {
+	return !b.IsZero() && (a.IsZero() || a.After(b))
 }
 
 // save passes tok to the store, if there is one. Called with mu held.
@@ -348,6 +371,37 @@ func (s *TokenSource) save(tok *oauth2.Token) error {
 	defer cancel()
 	t := *tok
 	return s.store.Save(ctx, &t)
+}
+
+// flushLocked saves the pending token, if any, and on success restores its
+// entry's own schedule, unless its token has been dropped meanwhile (a 401):
+// a rejected token is not brought back. Called with mu held.
+func (s *TokenSource) flushLocked() error {
+	p := s.pending
+	if p == nil {
+		return nil
+	}
+	if err := s.save(p.tok); err != nil {
+		return err
+	}
+	s.pending, s.saveFailures = nil, 0
+	if s.cur.Load().tok == p.tok {
+		s.cur.Store(p.clone())
+	}
+	return nil
+}
+
+// Flush saves, now, a token whose Save failed, instead of waiting for the
+// back-off. It returns nil if nothing was pending, and the error wrapping
+// [ErrNotSaved] if the Save fails again. A process about to exit calls it
+// (Close does) so that a rotated refresh token is not lost silently.
+func (s *TokenSource) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.flushLocked(); err != nil {
+		return &saveError{err}
+	}
+	return nil
 }
 
 // saveFailed publishes e, whose token could not be saved, so that it is
@@ -489,7 +543,7 @@ func (s *TokenSource) Err() error {
 // this for you. A client made by [oauth2.NewClient] keeps its own copy of
 // the token until its Expiry, and does not see Invalidate.
 func (s *TokenSource) Invalidate() {
-	s.update(dropToken)
+	s.update(s.dropToken)
 }
 
 // InvalidateToken drops the cached access token if it is still rejected's
@@ -501,7 +555,7 @@ func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
 	}
 	for {
 		cur := s.cur.Load()
-		if cur.tok == nil || cur.tok.AccessToken != rejected.AccessToken || s.cur.CompareAndSwap(cur, dropToken(cur)) {
+		if cur.tok == nil || cur.tok.AccessToken != rejected.AccessToken || s.cur.CompareAndSwap(cur, s.dropToken(cur)) {
 			return
 		}
 	}
@@ -512,15 +566,29 @@ func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
 func (s *TokenSource) invalidate(tok *oauth2.Token) {
 	for {
 		cur := s.cur.Load()
-		if cur.tok != tok || s.cur.CompareAndSwap(cur, dropToken(cur)) {
+		if cur.tok != tok || s.cur.CompareAndSwap(cur, s.dropToken(cur)) {
 			return
 		}
 	}
 }
 
-// dropToken is e without its token, with its failure state.
-func dropToken(e *entry) *entry {
-	return &entry{err: e.err, rejected: e.rejected, refreshAt: e.refreshAt}
+// errTokenRejected is the failure recorded when an API rejects a token
+// that was itself fetched because the one before was rejected.
+var errTokenRejected = errors.New("refreshtoken: the API rejected a newly refreshed token too (HTTP 401): its cause is not the token's age (check audience, scope, clocks)")
+
+// dropToken returns e without its token, keeping its failure state. A token
+// that replaced a dropped one (forced) and is dropped in turn shows that the
+// API rejects tokens for another reason: a refresh cannot help, so the next
+// one waits a back-off (at least half of 1 s, doubling to 1 min), and a
+// 401 from every request cannot become a refresh per request.
+func (s *TokenSource) dropToken(e *entry) *entry {
+	n := &entry{err: e.err, rejected: e.rejected, refreshAt: e.refreshAt, dropped: true, drops: e.drops}
+	if e.forced && !e.backingOff(s.now()) {
+		n.drops++
+		retryAt := s.now().Add(backoff(n.drops, 0.5+rand.Float64()/2))
+		n.err, n.refreshAt = &RetryError{Err: errTokenRejected, RetryAt: retryAt}, retryAt
+	}
+	return n
 }
 
 // SetToken gives the source a new token, as tok in [New]: its refresh token
@@ -575,14 +643,17 @@ func (s *TokenSource) GoString() string { return s.String() }
 // Close stops the source. A refresh in flight is not cancelled but waited
 // for, at most the refresh timeout: the server may already have rotated the
 // refresh token, and the answer must be read and passed to the
-// [WithOnNewToken] callback. Later calls to Token return [ErrClosed]. Close
-// always returns nil; it may be called more than once. With [Cache], the
-// inner source's Token cannot be bounded, and Close waits for it to return.
+// [WithOnNewToken] callback and the [Store]. A token whose Save failed is
+// saved once more, and Close returns that error (wrapping [ErrNotSaved]);
+// otherwise it returns nil. Later calls to Token return [ErrClosed]. Close
+// may be called more than once. With [Cache], the inner source's Token
+// cannot be bounded, and Close waits for it to return.
 func (s *TokenSource) Close() error {
 	s.closed.Store(true)
 	// Joins the refresh in flight, if any, and waits for it to end; a
 	// refresh that starts later sees closed and does nothing.
 	<-s.group.DoChan(refreshKey, func() (any, error) { return nil, ErrClosed })
+	err := s.Flush()
 	s.cur.Store(&entry{})
-	return nil
+	return err
 }

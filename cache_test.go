@@ -704,7 +704,13 @@ func TestInvalidateToken(t *testing.T) {
 		t.Errorf("token requests = %d, want 2", got)
 	}
 	ts.InvalidateToken(nil)
+	// The new token, itself fetched because of a 401, is rejected too: a
+	// refresh waits a back-off (at most 1 s) instead of following at once.
 	ts.InvalidateToken(current)
+	if _, err := ts.Token(); err == nil || srv.Stats().TokenRequests != 2 {
+		t.Errorf("Token() right after a second rejection = %v with %d requests, want an error and no request", err, srv.Stats().TokenRequests)
+	}
+	clock.Add(time.Second)
 	mustToken(t, ts)
 	if got := srv.Stats().TokenRequests; got != 3 {
 		t.Errorf("token requests = %d, want 3", got)

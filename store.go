@@ -41,7 +41,7 @@ type Store interface {
 // token is in use all the same: with rotation the old refresh token is
 // already dead, so reverting would lose everything. The source saves it
 // again at the next opportunity: the first call to Token after a back-off
-// (1 s, doubling to 1 min).
+// (up to 1 s, doubling to up to 1 min).
 var ErrNotSaved = errors.New("refreshtoken: new token not saved")
 
 // saveError is a failed Save: errors.Is finds ErrNotSaved, errors.As the

@@ -209,3 +209,82 @@ func TestSetTokenSaves(t *testing.T) {
 		t.Errorf("stored refresh token is not the rotated one")
 	}
 }
+
+// TestStoreKeepsNewerCachedToken: a store that holds only a refresh token
+// does not take away the valid access token New was given.
+func TestStoreKeepsNewerCachedToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	if err := filestore.New(path).Save(context.Background(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")}); err != nil {
+		t.Fatal(err)
+	}
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{AccessToken: "at-given", RefreshToken: "rt-configured", Expiry: t0.Add(time.Hour)},
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithStore(filestore.New(path)))
+	defer ts.Close()
+	srv.Inject(1, refreshtokentest.Fault{Status: 503})
+	clock.Set(t0.Add(59 * time.Minute)) // stale: the refresh loads the store, then fails
+	mustToken(t, ts)
+	eventually(t, "the failed refresh", func() bool { return ts.Err() != nil })
+	if tok := mustToken(t, ts); tok.AccessToken != "at-given" {
+		t.Errorf("Token() = %q, want the given token, still valid", tok.AccessToken)
+	}
+	clock.Add(2 * time.Second) // past the back-off: the stored refresh token is used
+	eventually(t, "the refresh", func() bool { return mustToken(t, ts).AccessToken != "at-given" })
+	if got := srv.Stats(); got.Refreshes != 1 || got.Rejected != 1 {
+		t.Errorf("server stats = %+v, want one failed and one good refresh with the stored token", got)
+	}
+}
+
+// TestPendingSaveDoesNotRestoreRejectedToken: a token dropped after a 401
+// while its Save was pending is saved, but not handed out again.
+func TestPendingSaveDoesNotRestoreRejectedToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	b := newBreakable(t)
+	var once sync.Once
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
+	defer srv.Close()
+	ts := process(t, srv, clock, b.path, srv.NewRefreshToken(""))
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() error = %v, want ErrNotSaved", err)
+	}
+	rejected := mustToken(t, ts)
+	b.repair()
+	ts.InvalidateToken(rejected) // the API answered 401
+	clock.Add(time.Second)
+	if tok := mustToken(t, ts); tok.AccessToken == rejected.AccessToken {
+		t.Error("the rejected token was handed out again")
+	}
+	if got := stored(t, b.path); got.AccessToken == rejected.AccessToken {
+		t.Error("the store holds the rejected token, not the new one")
+	}
+	if err := ts.Close(); err != nil {
+		t.Errorf("Close() = %v, want nil: nothing pending", err)
+	}
+}
+
+// TestCloseReportsUnsavedToken: Close tries a pending Save once more and
+// says if it fails.
+func TestCloseReportsUnsavedToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	b := newBreakable(t)
+	var once sync.Once
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
+	defer srv.Close()
+	ts := process(t, srv, clock, b.path, srv.NewRefreshToken(""))
+	ts.Token()
+	if err := ts.Close(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Errorf("Close() = %v, want ErrNotSaved", err)
+	}
+	if err := ts.Flush(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Errorf("Flush() after Close = %v, want ErrNotSaved: still pending", err)
+	}
+	b.repair()
+	if err := ts.Flush(); err != nil {
+		t.Errorf("Flush() once the store is repaired = %v", err)
+	}
+	if got := stored(t, b.path); got.RefreshToken == "" {
+		t.Error("the token was not saved")
+	}
+}

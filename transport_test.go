@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -138,13 +139,14 @@ func TestTransportReplacedTokenInFlight(t *testing.T) {
 		if r.URL.Path == "/api" {
 			once.Do(func() {
 				// While this request is in flight, the token is refreshed
-				// and the server revokes the old access token.
-				ts.Invalidate()
+				// twice and the server revokes the access tokens before the
+				// last.
+				clock.Set(t0.Add(time.Hour))
 				if _, err := ts.Token(); err != nil {
 					t.Error(err)
 				}
 				srv.RevokeAccessTokens()
-				ts.Invalidate()
+				clock.Set(t0.Add(2 * time.Hour))
 				if _, err := ts.Token(); err != nil {
 					t.Error(err)
 				}
@@ -222,5 +224,39 @@ func TestNewClientUsesContextClient(t *testing.T) {
 	tok := mustToken(t, ts)
 	if len(seen) != 1 || seen[0] != "Bearer "+tok.AccessToken {
 		t.Errorf("base transport saw %q, want one request with the token", seen)
+	}
+}
+
+// TestTransportPersistent401: an API that rejects every token (a wrong
+// audience, say) does not get a refresh per request: a newly refreshed
+// token rejected in turn starts a back-off.
+func TestTransportPersistent401(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv, ts := setup(t, clock, refreshtokentest.Config{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "wrong audience", http.StatusUnauthorized)
+	}))
+	defer api.Close()
+	client := refreshtoken.NewClient(context.Background(), ts)
+	for i := range 10 {
+		resp, err := client.Get(api.URL)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("request %d: %d, want 401", i, resp.StatusCode)
+			}
+		} else if !strings.Contains(err.Error(), "rejected a newly refreshed token") {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	if got := srv.Stats().TokenRequests; got != 2 {
+		t.Errorf("token requests = %d, want 2: the first token and one replacement", got)
+	}
+	clock.Add(time.Second) // past the back-off: one more try
+	if resp, err := client.Get(api.URL); err == nil {
+		resp.Body.Close()
+	}
+	if got := srv.Stats().TokenRequests; got != 3 {
+		t.Errorf("token requests after the back-off = %d, want 3", got)
 	}
 }

@@ -31,10 +31,12 @@ import (
 )
 
 // Store is a [refreshtoken.Store] in one file. Its methods are safe for
-// concurrent use; Saves never interleave.
+// concurrent use: Saves are serialised, and the file always holds one whole
+// token. The order of tokens is the TokenSource's to keep (it saves one at
+// a time, in order).
 type Store struct {
 	path string
-	mu   sync.Mutex // serialises Save, so that a later token is never overwritten by an earlier one
+	mu   sync.Mutex // serialises Save
 }
 
 // New returns a Store that keeps the token in the file at path. The file
@@ -61,16 +63,23 @@ const maxFile = 1 << 20
 // Load returns the stored token, or nil if the file does not exist. It
 // refuses a file that other users can read or write.
 func (s *Store) Load(context.Context) (*oauth2.Token, error) {
-	f, err := os.Open(s.path)
+	// Stat before Open: opening a FIFO would block.
+	fi, err := os.Stat(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("filestore: %s is not a regular file", s.path)
+	}
+	f, err := os.Open(s.path)
 	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
 	// Windows has no such permission bits; there the file's ACL, inherited

@@ -81,6 +81,19 @@ func TestRefusesOpenFile(t *testing.T) {
 	}
 }
 
+func TestNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := exec.Command("mkfifo", "-m", "600", fifo).Run(); err != nil {
+		t.Skip("no mkfifo:", err)
+	}
+	for _, path := range []string{fifo, dir} {
+		if _, err := New(path).Load(ctx); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Load(%s) error = %v, want not a regular file", path, err)
+		}
+	}
+}
+
 func TestNotATokenFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token.json")
 	if err := os.WriteFile(path, []byte(`{"refresh_token":"rt-SECRET",`), 0o600); err != nil {
@@ -92,8 +105,8 @@ func TestNotATokenFile(t *testing.T) {
 	}
 }
 
-// TestConcurrentSaves: Saves from many goroutines never interleave: the
-// file holds one whole token.
+// TestConcurrentSaves: after Saves from many goroutines the file holds one
+// whole token, never parts of two.
 func TestConcurrentSaves(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token.json")
 	s := New(path)
@@ -149,7 +162,9 @@ func crashWorker(path string) {
 
 // TestSurvivesKill kills a process that saves tokens in a loop, at random
 // points, many times: the file always holds a whole token, the last one
-// whose Save returned or the one being saved.
+// whose Save returned or the one being saved. (A kill leaves the kernel's
+// page cache intact: this proves the atomic rename, not the fsyncs, which
+// only a power cut would test.)
 func TestSurvivesKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes the test binary 40 times")

@@ -95,6 +95,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 5*time.Second, "how long to run")
 	lifetime := fs.Duration("lifetime", 2*time.Second, "access token lifetime (whole seconds)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return exitUsage
 	}
 	if err := demo.Run(stdout, *workers, *duration, *lifetime); err != nil {
@@ -134,6 +137,9 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 	fs.BoolVar(&c.basicAuth, "basic-auth", false, "send the client secret with HTTP Basic instead of in the body")
 	fs.DurationVar(&c.timeout, "timeout", refreshtoken.DefaultRefreshTimeout, "bound on the refresh request")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return exitUsage
 	}
 	usageErr := func(msg string) int {
@@ -230,8 +236,11 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 
 	tok, err := get(ts, c.force)
 	// Close waits for a refresh started in the background, so that the
-	// token it brings is saved before the process exits.
-	ts.Close()
+	// token it brings is saved before the process exits, and saves once
+	// more a token whose Save failed.
+	if cerr := ts.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
 	if errors.Is(err, refreshtoken.ErrRefreshRejected) {
 		fmt.Fprintf(stderr, "refreshtoken token: %v\nSign in again, then give the new refresh token with -refresh-token-file.\n", err)
 		return exitReauth
@@ -266,8 +275,8 @@ func get(ts *refreshtoken.TokenSource, force bool) (*oauth2.Token, error) {
 	}
 	for i := 0; errors.Is(err, refreshtoken.ErrNotSaved) && i < 3; i++ {
 		time.Sleep(time.Second)
-		if tok, err = ts.Token(); err == nil {
-			err = ts.SetToken(tok)
+		if err = ts.Flush(); err == nil {
+			tok, err = ts.Token()
 		}
 	}
 	if errors.Is(err, refreshtoken.ErrNotSaved) {

@@ -38,7 +38,9 @@ type TokenSource struct {
 
 	// store, if set, keeps the token across processes. loaded, pending
 	// and saveFailures are guarded by mu: whether the store was read;
-	// the newest token, if its Save failed; failed Saves in a row.
+	// the entry of the newest token, if its Save failed (its token may hold
+	// only a refresh token: it is then never published); failed Saves in a
+	// row.
 	store        Store
 	loaded       bool
 	pending      *entry
@@ -268,13 +270,17 @@ func (s *TokenSource) refresh() (v any, err error) {
 		return nil, cur.err
 	}
 	if p := s.pending; p != nil {
-		// The Save of the token in use is due first.
-		if err := s.flushLocked(); err != nil {
-			return nil, s.saveFailed(p, err, now)
-		}
+		// A Save failed: retry it first.
+		err := s.flushLocked()
 		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
 			return cur, nil
 		}
+		if err != nil && cur.tok == p.tok && stateAt(now, p.refreshAt, p.expiredAt) == fresh {
+			// Only the Save of the token in use was due.
+			return nil, s.saveFailed(p, err, now)
+		}
+		// The token is due, or was dropped: refresh. The Save of the new
+		// token supersedes the pending one.
 	}
 
 	rt := s.refreshToken()
@@ -294,6 +300,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 			// the new one is all there is, and must be saved.
 			t := &oauth2.Token{RefreshToken: rotated}
 			if saveErr := s.save(t); saveErr != nil {
+				s.pending = &entry{tok: t} // retried by the next refresh, Flush or Close
 				err = errors.Join(err, &saveError{saveErr})
 			}
 			s.notify(t)
@@ -614,7 +621,9 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	if tok == nil {
 		return nil
 	}
-	if err := s.save(tok); err != nil {
+	t := *tok
+	if err := s.save(&t); err != nil {
+		s.pending = &entry{tok: &t} // retried by the next refresh, Flush or Close
 		return &saveError{err}
 	}
 	return nil

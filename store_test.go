@@ -288,3 +288,26 @@ func TestCloseReportsUnsavedToken(t *testing.T) {
 		t.Error("the token was not saved")
 	}
 }
+
+// TestSetTokenSaveFails: a token given to SetToken that cannot be saved is
+// saved later, by Flush.
+func TestSetTokenSaveFails(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	b := newBreakable(t)
+	b.brk(nil)
+	ts := process(t, srv, clock, b.path, "")
+	rt := srv.NewRefreshToken("")
+	if err := ts.SetToken(&oauth2.Token{RefreshToken: rt}); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("SetToken() = %v, want ErrNotSaved", err)
+	}
+	b.repair()
+	if err := ts.Flush(); err != nil {
+		t.Fatalf("Flush() = %v", err)
+	}
+	if got := stored(t, b.path).RefreshToken; got != rt {
+		t.Error("the refresh token given to SetToken was not saved")
+	}
+	mustToken(t, ts)
+}

@@ -20,6 +20,11 @@
 // a rejected refresh token (invalid_grant and the like) stops all requests
 // until [TokenSource.SetToken] ([ErrRefreshRejected]).
 //
+// [WithStore] keeps the token in a [Store] (package filestore has one in a
+// file), so that a rotated refresh token outlives the process and a
+// restarted process reuses a fresh access token; the refreshtoken command
+// (cmd/refreshtoken) prints tokens for scripts this way.
+//
 // The source works as is with [oauth2.NewClient], including the early
 // refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]
 // and [Transport] also recover from a 401 by refreshing once and retrying.

@@ -106,19 +106,24 @@ func (b *breakable) repair() {
 	}
 }
 
+// savesFailAtFirst returns a server, a store path and a source whose first
+// refresh loads an empty store, and whose Save of that refresh fails: the
+// directory breaks while the request is at the server.
+func savesFailAtFirst(t *testing.T, clock *fakeClock) (*refreshtokentest.Server, *breakable, *refreshtoken.TokenSource) {
+	b := newBreakable(t)
+	var once sync.Once
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
+	t.Cleanup(srv.Close)
+	return srv, b, process(t, srv, clock, b.path, srv.NewRefreshToken(""))
+}
+
 // TestStoreSaveFails: a token that cannot be saved is still used; the
 // callers of the refresh get ErrNotSaved; the Save is retried after a
 // back-off, with no new request; a later refresh saves its own token.
 func TestStoreSaveFails(t *testing.T) {
 	clock := newFakeClock(t0)
-	b := newBreakable(t)
-	var once sync.Once
-	// The first refresh loads an empty store; the directory breaks while
-	// the request is at the server, so that its Save fails.
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
-	defer srv.Close()
+	srv, b, ts := savesFailAtFirst(t, clock)
 	path, repair := b.path, b.repair
-	ts := process(t, srv, clock, path, srv.NewRefreshToken(""))
 
 	_, err := ts.Token()
 	if !errors.Is(err, refreshtoken.ErrNotSaved) || !strings.Contains(err.Error(), "not a directory") {
@@ -241,11 +246,7 @@ func TestStoreKeepsNewerCachedToken(t *testing.T) {
 // while its Save was pending is saved, but not handed out again.
 func TestPendingSaveDoesNotRestoreRejectedToken(t *testing.T) {
 	clock := newFakeClock(t0)
-	b := newBreakable(t)
-	var once sync.Once
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
-	defer srv.Close()
-	ts := process(t, srv, clock, b.path, srv.NewRefreshToken(""))
+	_, b, ts := savesFailAtFirst(t, clock)
 	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("Token() error = %v, want ErrNotSaved", err)
 	}
@@ -268,11 +269,7 @@ func TestPendingSaveDoesNotRestoreRejectedToken(t *testing.T) {
 // says if it fails.
 func TestCloseReportsUnsavedToken(t *testing.T) {
 	clock := newFakeClock(t0)
-	b := newBreakable(t)
-	var once sync.Once
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(r *http.Request) { once.Do(func() { b.brk(r) }) }})
-	defer srv.Close()
-	ts := process(t, srv, clock, b.path, srv.NewRefreshToken(""))
+	_, b, ts := savesFailAtFirst(t, clock)
 	ts.Token()
 	if err := ts.Close(); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Errorf("Close() = %v, want ErrNotSaved", err)

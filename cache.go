@@ -36,14 +36,18 @@ type TokenSource struct {
 	mu       sync.Mutex
 	failures int // transient failures in a row; guarded by mu
 
-	// store, if set, keeps the token across processes. loaded, pending
-	// and saveFailures are guarded by mu: whether the store was read;
-	// the entry of the newest token, if its Save failed (its token may hold
-	// only a refresh token: it is then never published); failed Saves in a
-	// row.
+	// store, if set, keeps the token across processes; shared is store
+	// if it is a SharedStore. The rest is guarded by mu: whether the store
+	// was read; the entry of the newest token, if its Save failed (its
+	// token may hold only a refresh token: it is then never published), the
+	// refresh token it was fetched with, and whether it is SetToken's,
+	// saved unconditionally; failed Saves in a row.
 	store        Store
+	shared       SharedStore
 	loaded       bool
 	pending      *entry
+	pendingFrom  string
+	pendingForce bool
 	saveFailures int
 
 	group singleflight.Group
@@ -77,10 +81,12 @@ type entry struct {
 	// (rejected), it is zero: no refresh ever starts by itself.
 	err      error
 	rejected bool
-	// dropped marks an entry whose token was invalidated (a 401); forced
-	// marks a token fetched because of that; drops counts such rounds in a
-	// row, for the back-off of dropToken.
+	// dropped marks an entry whose token was invalidated (a 401), and
+	// droppedAccess is that access token, which a shared store may still
+	// hold; forced marks a token fetched because of that; drops counts such
+	// rounds in a row, for the back-off of dropToken.
 	dropped, forced bool
+	droppedAccess   string
 	drops           int
 	// started is set by the first caller that sees the entry stale, so
 	// that a background refresh is started once per entry, not per call.
@@ -98,6 +104,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 		ctx:     context.WithoutCancel(ctx),
 		store:   o.store,
 	}
+	s.shared, _ = o.store.(SharedStore)
 	s.cur.Store(&entry{})
 	return s
 }
@@ -193,7 +200,7 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry
 // clone returns a copy of e that no caller has seen (started unset).
 func (e *entry) clone() *entry {
 	return &entry{tok: e.tok, auth: e.auth, issued: e.issued, expiry: e.expiry, refreshAt: e.refreshAt, expiredAt: e.expiredAt,
-		err: e.err, rejected: e.rejected, dropped: e.dropped, forced: e.forced, drops: e.drops}
+		err: e.err, rejected: e.rejected, dropped: e.dropped, forced: e.forced, droppedAccess: e.droppedAccess, drops: e.drops}
 }
 
 // now reads the source's clock.
@@ -255,7 +262,9 @@ func (s *TokenSource) refresh() (v any, err error) {
 		return nil, ErrClosed
 	}
 	now := s.now()
-	if s.store != nil && !s.loaded {
+	// A shared store is read at every refresh: another process may have
+	// refreshed the token already.
+	if s.store != nil && (!s.loaded || s.shared != nil) {
 		if err := s.load(); err != nil {
 			return nil, s.fail(err)
 		}
@@ -283,8 +292,27 @@ func (s *TokenSource) refresh() (v any, err error) {
 		// token supersedes the pending one.
 	}
 
+	timeout := s.timeout
+	if s.shared != nil {
+		expires, unlock, err := s.lock()
+		if err != nil {
+			return nil, s.fail(err)
+		}
+		defer unlock()
+		// Another process may have refreshed while this one waited.
+		if err := s.load(); err != nil {
+			return nil, s.fail(err)
+		}
+		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+			return cur, nil
+		}
+		// The request must end well before the lease: once it has ended,
+		// another process may send the same refresh token.
+		timeout = min(timeout, time.Until(expires)*3/4)
+	}
+
 	rt := s.refreshToken()
-	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	tok, err := s.fetch(ctx)
 	cancel()
 	var next *entry
@@ -299,9 +327,14 @@ func (s *TokenSource) refresh() (v any, err error) {
 			// The answer was unusable, but it rotated the refresh token:
 			// the new one is all there is, and must be saved.
 			t := &oauth2.Token{RefreshToken: rotated}
-			if saveErr := s.save(t); saveErr != nil {
-				s.pending = &entry{tok: t} // retried by the next refresh, Flush or Close
+			saved, saveErr := s.saveNew(t, rt)
+			switch {
+			case saveErr != nil:
+				// Retried by the next refresh, Flush or Close.
+				s.pending, s.pendingFrom, s.pendingForce = &entry{tok: t}, rt, false
 				err = errors.Join(err, &saveError{saveErr})
+			case !saved:
+				return nil, s.fail(errors.Join(err, errSuperseded))
 			}
 			s.notify(t)
 		}
@@ -320,9 +353,13 @@ func (s *TokenSource) refresh() (v any, err error) {
 	// The token is published even if saving it or the callback fails:
 	// with rotation the old refresh token is already dead, and this one is
 	// all there is.
-	saveErr := s.save(tok)
+	saved, saveErr := s.saveNew(tok, rt)
+	if saveErr == nil && !saved {
+		return s.superseded()
+	}
 	notifyErr := s.notify(tok)
 	if saveErr != nil {
+		s.pendingFrom, s.pendingForce = rt, false
 		return nil, errors.Join(s.saveFailed(next, saveErr, now), notifyErr)
 	}
 	s.pending, s.saveFailures = nil, 0
@@ -333,13 +370,15 @@ func (s *TokenSource) refresh() (v any, err error) {
 	return next, nil
 }
 
-// load reads the stored token, once, at the first refresh. A stored
-// refresh token supersedes the one New was given: it is the latest
-// rotation. A stored access token replaces the cached one only if it
+// load reads the stored token: once, at the first refresh, or at every
+// refresh from a shared store. A stored refresh token supersedes the one in
+// memory: it is the latest rotation, unless a newer token is pending (its
+// Save failed). A stored access token replaces the cached one only if it
 // expires later (a cached token given to New may be newer than a store
-// that holds only a refresh token). Called with mu held. After an error
-// nothing is fetched: the stored refresh token may be newer than the one in
-// memory, and sending that one could be a reuse.
+// that holds only a refresh token) and is not one an API rejected. Called
+// with mu held. After an error nothing is fetched: the stored refresh token
+// may be newer than the one in memory, and sending that one could be a
+// reuse.
 func (s *TokenSource) load() error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
@@ -348,15 +387,16 @@ func (s *TokenSource) load() error {
 		return fmt.Errorf("refreshtoken: loading the stored token: %w", err)
 	}
 	s.loaded = true
-	if tok == nil {
+	if tok == nil || s.pending != nil {
 		return nil
 	}
 	if s.grant != nil && tok.RefreshToken != "" {
 		s.grant.refreshToken = tok.RefreshToken
 	}
-	stored := s.callerEntry(tok)
+	stored := s.storedEntry(tok)
 	s.update(func(cur *entry) *entry {
-		if stored.tok == nil || (cur.tok != nil && !laterExpiry(stored.expiry, cur.expiry)) {
+		if stored.tok == nil || (cur.tok != nil && !laterExpiry(stored.expiry, cur.expiry)) ||
+			(cur.dropped && stored.tok.AccessToken == cur.droppedAccess) {
 			return cur
 		}
 		return stored
@@ -364,12 +404,51 @@ func (s *TokenSource) load() error {
 	return nil
 }
 
+// errSuperseded is the failure recorded when a shared store refuses a new
+// token because another process saved a newer one first.
+var errSuperseded = errors.New("refreshtoken: another process refreshed the same refresh token after this one's lease on the shared store ran out, and saved first; its token is used")
+
+// superseded handles a token the shared store refused: another process
+// refreshed the same refresh token after this one's lease ran out (a
+// pause between the answer and the Save), and saved first. With rotation,
+// the server keeps at most one of the two, and reuse detection makes it
+// the later one, which the store holds. The new token is dropped unseen by
+// any caller or the callback, and the stored one used. Called with mu held.
+func (s *TokenSource) superseded() (any, error) {
+	if err := s.load(); err != nil {
+		return nil, s.fail(errors.Join(errSuperseded, err))
+	}
+	if cur := s.cur.Load(); cur.tok != nil && stateAt(s.now(), cur.refreshAt, cur.expiredAt) != expired {
+		return cur, nil
+	}
+	return nil, s.fail(errSuperseded)
+}
+
+// lock takes the shared store's refresh lock. It waits at most twice the
+// refresh timeout: long enough for a lease somewhat longer than the refresh
+// timeout, held by a process that died, to run out. unlock releases the
+// lock; if that fails, the lease frees it when it ends. Called with mu held.
+func (s *TokenSource) lock() (expires time.Time, unlock func(), err error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 2*s.timeout)
+	defer cancel()
+	expires, release, err := s.shared.Lock(ctx)
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("refreshtoken: taking the shared store's refresh lock: %w", err)
+	}
+	return expires, func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+		defer cancel()
+		release(ctx)
+	}, nil
+}
+
 // laterExpiry reports whether expiry a is later than b; zero is never.
 func laterExpiry(a, b time.Time) bool {
 	return !b.IsZero() && (a.IsZero() || a.After(b))
 }
 
-// save passes tok to the store, if there is one. Called with mu held.
+// save passes tok to the store, if there is one, to replace what it
+// holds. Called with mu held.
 func (s *TokenSource) save(tok *oauth2.Token) error {
 	if s.store == nil {
 		return nil
@@ -380,20 +459,43 @@ func (s *TokenSource) save(tok *oauth2.Token) error {
 	return s.store.Save(ctx, &t)
 }
 
+// saveNew saves tok, fetched with the refresh token previous. A shared
+// store keeps it only if it still holds previous; saved reports whether it
+// did. Called with mu held.
+func (s *TokenSource) saveNew(tok *oauth2.Token, previous string) (saved bool, err error) {
+	if s.shared == nil {
+		return true, s.save(tok)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	t := *tok
+	return s.shared.SaveIfCurrent(ctx, &t, previous)
+}
+
 // flushLocked saves the pending token, if any, and on success restores its
 // entry's own schedule, unless its token has been dropped meanwhile (a 401):
-// a rejected token is not brought back. Called with mu held.
+// a rejected token is not brought back. If a shared store already holds a
+// newer token, that one is loaded instead. Called with mu held.
 func (s *TokenSource) flushLocked() error {
 	p := s.pending
 	if p == nil {
 		return nil
 	}
-	if err := s.save(p.tok); err != nil {
+	saved, err := true, error(nil)
+	if s.pendingForce {
+		err = s.save(p.tok)
+	} else {
+		saved, err = s.saveNew(p.tok, s.pendingFrom)
+	}
+	if err != nil {
 		return err
 	}
 	s.pending, s.saveFailures = nil, 0
-	if s.cur.Load().tok == p.tok {
+	if cur := s.cur.Load(); cur.tok == p.tok {
 		s.cur.Store(p.clone())
+	}
+	if !saved {
+		return s.load()
 	}
 	return nil
 }
@@ -484,15 +586,37 @@ func (s *TokenSource) newEntry(tok *oauth2.Token, cur *entry, now time.Time) (*e
 // SetToken): its lifetime is not known, and it is not used if it has no
 // access token or has expired.
 func (s *TokenSource) callerEntry(tok *oauth2.Token) *entry {
-	if tok == nil || tok.AccessToken == "" {
+	if tok == nil {
+		return &entry{}
+	}
+	return s.entryFor(tok, time.Time{}, 0)
+}
+
+// storedEntry makes the entry for a token loaded from the store. Its
+// lifetime is known if the store kept ExpiresIn (Expiry counts from the
+// request). Its refresh is placed at random in the jitter, so that the
+// processes that load one token do not all come due at the same moment.
+func (s *TokenSource) storedEntry(tok *oauth2.Token) *entry {
+	var issued time.Time
+	if tok.ExpiresIn > 0 && !tok.Expiry.IsZero() {
+		issued = tok.Expiry.Add(-time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	return s.entryFor(tok, issued, rand.Float64())
+}
+
+// entryFor makes the entry for a copy of tok, issued at issued (zero: not
+// known), with r placing its refresh in the jitter. It has no token if tok
+// has no access token or has expired.
+func (s *TokenSource) entryFor(tok *oauth2.Token, issued time.Time, r float64) *entry {
+	if tok.AccessToken == "" {
 		return &entry{}
 	}
 	t := *tok
-	refreshAt, expiredAt := s.window.schedule(time.Time{}, t.Expiry, 0)
+	refreshAt, expiredAt := s.window.schedule(issued, t.Expiry, r)
 	if stateAt(s.now(), refreshAt, expiredAt) == expired {
 		return &entry{}
 	}
-	return &entry{tok: &t, auth: t.Type() + " " + t.AccessToken, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
+	return &entry{tok: &t, auth: t.Type() + " " + t.AccessToken, issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
 }
 
 // fail records a failed refresh and returns the error callers get for it.
@@ -589,7 +713,10 @@ var errTokenRejected = errors.New("refreshtoken: the API rejected a newly refres
 // one waits a back-off (at least half of 1 s, doubling to 1 min), and a
 // 401 from every request cannot become a refresh per request.
 func (s *TokenSource) dropToken(e *entry) *entry {
-	n := &entry{err: e.err, rejected: e.rejected, refreshAt: e.refreshAt, dropped: true, drops: e.drops}
+	n := &entry{err: e.err, rejected: e.rejected, refreshAt: e.refreshAt, dropped: true, droppedAccess: e.droppedAccess, drops: e.drops}
+	if e.tok != nil {
+		n.droppedAccess = e.tok.AccessToken
+	}
 	if e.forced && !e.backingOff(s.now()) {
 		n.drops++
 		retryAt := s.now().Add(backoff(n.drops, 0.5+rand.Float64()/2))
@@ -623,7 +750,8 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	}
 	t := *tok
 	if err := s.save(&t); err != nil {
-		s.pending = &entry{tok: &t} // retried by the next refresh, Flush or Close
+		// Retried by the next refresh, Flush or Close.
+		s.pending, s.pendingForce = &entry{tok: &t}, true
 		return &saveError{err}
 	}
 	return nil
@@ -650,7 +778,8 @@ func (s *TokenSource) String() string {
 func (s *TokenSource) GoString() string { return s.String() }
 
 // Close stops the source. A refresh in flight is not cancelled but waited
-// for, at most the refresh timeout: the server may already have rotated the
+// for, at most the refresh timeout (plus up to twice that waiting for the
+// lock of a [SharedStore]): the server may already have rotated the
 // refresh token, and the answer must be read and passed to the
 // [WithOnNewToken] callback and the [Store]. A token whose Save failed is
 // saved once more, and Close returns that error (wrapping [ErrNotSaved]);

@@ -136,8 +136,10 @@ func WithAllowHTTP() Option {
 // its first refresh (before which a call with no valid token is one), and
 // the stored token, if any, supersedes the one given to [New]. It saves
 // every new token before any caller is handed it; see [Store] for the
-// contract and [ErrNotSaved] for what happens when Save fails. By default
-// there is no store.
+// contract and [ErrNotSaved] for what happens when Save fails. A
+// [SharedStore] is loaded at every refresh and locked around it, so that
+// processes sharing it refresh one at a time and use each other's tokens.
+// By default there is no store.
 func WithStore(st Store) Option {
 	return func(o *options) { o.store = st }
 }

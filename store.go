@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -19,21 +20,50 @@ import (
 // and the raw response fields such as id_token, which Save may drop)
 // before any caller is handed it. The source never calls Load or Save
 // concurrently with itself, and saves tokens in the order it got them.
+// A Store should keep ExpiresIn, the lifetime the server gave: with it, a
+// loaded token's early refresh window is clamped to its lifetime as for a
+// fetched one, which matters for tokens that live minutes, not hours.
 //
 // A Store shared by several processes (one refresh token, many replicas)
-// needs more than Load and Save, because single flight works only within a
-// process: a lock (a lease, so that a process that dies holding it does not
-// stop the others) taken around each refresh; a second Load inside the
-// lock, so that a process whose token another process has just refreshed
-// uses that token instead of sending a retired refresh token; and a Save
-// that compares the stored refresh token with the one the refresh started
-// from, so that a process whose lease ran out during a slow refresh cannot
-// overwrite a newer token.
+// must also implement [SharedStore]: single flight works only within a
+// process, and with rotation two replicas refreshing at once revoke the
+// token family.
 type Store interface {
 	// Load returns the stored token, or nil and no error if there is none.
 	Load(ctx context.Context) (*oauth2.Token, error)
 	// Save stores tok, replacing what was stored. tok is Save's to keep.
 	Save(ctx context.Context, tok *oauth2.Token) error
+}
+
+// SharedStore is a [Store] that several processes share, such as
+// github.com/tokenfresh/refreshtoken/redisstore. A source given one with
+// [WithStore] makes the fleet refresh like one process: when its token
+// comes due, it first loads the store, and uses a token another process
+// has just refreshed instead of calling the endpoint. Otherwise it takes
+// the lock, loads the store again (another process may have refreshed
+// while it waited), refreshes, saves with SaveIfCurrent and releases the
+// lock. It loads the store at every refresh, not only the first.
+//
+// The lock is a lease, so that a process that dies holding it does not stop
+// the others for longer than the lease. The source bounds its request to
+// the token endpoint to the first three quarters of the lease left when it
+// got the lock, so that the lease does not run out while its request is in
+// flight and another process sends the same refresh token. A process paused
+// between the answer and its Save (a long GC pause, a stopped VM) can still
+// outlive its lease: SaveIfCurrent then refuses its token, the source drops
+// it and uses the stored one.
+type SharedStore interface {
+	Store
+	// Lock takes the lock on refreshing the stored token, waiting while
+	// another holder has it, until ctx ends. It returns when the lease ends
+	// (on the local clock, no later than the store will free it) and a
+	// function that releases the lock if this holder still has it.
+	Lock(ctx context.Context) (expires time.Time, unlock func(context.Context) error, err error)
+	// SaveIfCurrent stores tok, as Save does, if the stored refresh token
+	// is previous, or if nothing is stored; it reports whether it stored
+	// tok. A token refreshed from a refresh token that is no longer the
+	// stored one must not replace the newer token that replaced it.
+	SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previous string) (saved bool, err error)
 }
 
 // ErrNotSaved is wrapped by the error Token returns, to the callers of a

@@ -53,6 +53,7 @@ type record struct {
 	TokenType    string    `json:"token_type,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Expiry       time.Time `json:"expiry,omitzero"`
+	ExpiresIn    int64     `json:"expires_in,omitempty"` // the lifetime, with which Expiry dates the token
 	IDToken      string    `json:"id_token,omitempty"`
 	Scope        string    `json:"scope,omitempty"`
 }
@@ -96,7 +97,7 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 		// Not the content, nor the decoder's error, which may quote it.
 		return nil, fmt.Errorf("filestore: %s is not a token file (%d bytes); remove it and sign in again", s.path, len(b))
 	}
-	tok := &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, RefreshToken: r.RefreshToken, Expiry: r.Expiry}
+	tok := &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, RefreshToken: r.RefreshToken, Expiry: r.Expiry, ExpiresIn: r.ExpiresIn}
 	extra := map[string]any{}
 	if r.IDToken != "" {
 		extra["id_token"] = r.IDToken
@@ -109,7 +110,7 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 
 // Save replaces the stored token with tok, atomically.
 func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
-	r := record{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+	r := record{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry, ExpiresIn: tok.ExpiresIn}
 	r.IDToken, _ = tok.Extra("id_token").(string)
 	r.Scope, _ = tok.Extra("scope").(string)
 	b, err := json.MarshalIndent(r, "", "  ")

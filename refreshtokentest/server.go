@@ -129,6 +129,12 @@ type Stats struct {
 	RateLimited  int // token requests answered 429 by the rate limit
 	APICalls     int // requests to /api
 	APIRejected  int // of which answered 401
+	// YoungestRefreshed is the shortest time (of Clock) between a
+	// refresh that issued a refresh token and the refresh that used it;
+	// zero until a refresh token issued by a refresh has been used. A
+	// client that refreshes before its access token nears expiry, as a
+	// process that missed another's refresh would, shows here.
+	YoungestRefreshed time.Duration
 }
 
 // Server is a running token server. Its methods are safe for concurrent
@@ -162,7 +168,8 @@ type refreshState struct {
 	retired   bool      // rotated: sending it again is reuse
 	retiredAt time.Time // when it was rotated
 	successor *refreshState
-	delivered bool // the answer with its successor reached the client
+	delivered bool      // the answer with its successor reached the client
+	issuedAt  time.Time // when a refresh issued it; zero for NewRefreshToken's
 }
 
 type family struct {
@@ -434,7 +441,7 @@ func (s *Server) token(r *http.Request) (status int, body map[string]any, rotate
 	case rt == nil || rt.family.revoked:
 		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
 		return status, body, nil
-	case rt.retired && now.Before(rt.retiredAt.Add(s.cfg.ReuseInterval)) && !rt.successor.retired:
+	case rt.retired && rt.successor != nil && now.Before(rt.retiredAt.Add(s.cfg.ReuseInterval)) && !rt.successor.retired:
 		// Within the reuse interval: the successor, never used, is
 		// retired in its place, and rotation goes on from rt.
 		s.stats.ReuseTolerated++
@@ -480,9 +487,14 @@ func (s *Server) token(r *http.Request) (status int, body map[string]any, rotate
 	if slices.Contains(strings.Fields(scope), "openid") {
 		body["id_token"] = jwt(map[string]any{"sub": "user-1", "aud": s.cfg.ClientID, "iat": now.Unix(), "exp": exp.Unix()})
 	}
+	if !rt.issuedAt.IsZero() {
+		if age := now.Sub(rt.issuedAt); s.stats.YoungestRefreshed == 0 || age < s.stats.YoungestRefreshed {
+			s.stats.YoungestRefreshed = age
+		}
+	}
 	if !s.cfg.NoRotation {
 		next := "rt-" + rand.Text()
-		rt.successor = &refreshState{family: rt.family}
+		rt.successor = &refreshState{family: rt.family, issuedAt: now}
 		rt.retired, rt.retiredAt, rt.delivered = true, now, false
 		s.refresh[next] = rt.successor
 		body["refresh_token"] = next

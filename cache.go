@@ -296,6 +296,13 @@ func (s *TokenSource) refresh() (v any, err error) {
 	if s.shared != nil {
 		expires, unlock, err := s.lock()
 		if err != nil {
+			// The wait may have ended while another process was saving
+			// the token it refreshed.
+			if s.load() == nil {
+				if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+					return cur, nil
+				}
+			}
 			return nil, s.fail(err)
 		}
 		defer unlock()

@@ -586,7 +586,9 @@ func (s *TokenSource) newEntry(tok *oauth2.Token, cur *entry, now time.Time) (*e
 	if stateAt(now, refreshAt, expiredAt) == expired {
 		return nil, errors.New("refreshtoken: token source returned a token that has already expired")
 	}
-	return &entry{tok: tok, auth: tok.Type() + " " + tok.AccessToken, issued: issued, expiry: tok.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}, nil
+	t := *tok // an inner source may still hold tok: authOf writes to t
+	auth := authOf(&t)
+	return &entry{tok: &t, auth: auth, issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}, nil
 }
 
 // callerEntry makes the entry for a token the caller brought (to New or
@@ -623,7 +625,18 @@ func (s *TokenSource) entryFor(tok *oauth2.Token, issued time.Time, r float64) *
 	if stateAt(s.now(), refreshAt, expiredAt) == expired {
 		return &entry{}
 	}
-	return &entry{tok: &t, auth: t.Type() + " " + t.AccessToken, issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
+	auth := authOf(&t)
+	return &entry{tok: &t, auth: auth, issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}
+}
+
+// authOf returns the Authorization header value for t, and points
+// t.AccessToken into it, so that an entry holds the access token once: a
+// JWT access token is often a kilobyte, and a process may hold a source per
+// user. t must be the entry's own copy.
+func authOf(t *oauth2.Token) string {
+	auth := t.Type() + " " + t.AccessToken
+	t.AccessToken = auth[len(auth)-len(t.AccessToken):]
+	return auth
 }
 
 // fail records a failed refresh and returns the error callers get for it.

@@ -308,3 +308,27 @@ func TestSetTokenSaveFails(t *testing.T) {
 	}
 	mustToken(t, ts)
 }
+
+// TestStoredTokenKeepsLifetime: a restarted process knows the lifetime of
+// a stored short-lived token (the store keeps expires_in), so its early
+// window is clamped to half that lifetime as for a fetched token, and a
+// 60 s token stored 5 s ago is fresh, not due at once.
+func TestStoredTokenKeepsLifetime(t *testing.T) {
+	clock := newFakeClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, Lifetime: time.Minute})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	rt := srv.NewRefreshToken("")
+	first := mustToken(t, process(t, srv, clock, path, rt))
+	if got := stored(t, path).ExpiresIn; got != 60 {
+		t.Errorf("stored ExpiresIn = %d, want 60", got)
+	}
+
+	clock.Add(5 * time.Second)
+	if tok := mustToken(t, process(t, srv, clock, path, rt)); tok.AccessToken != first.AccessToken {
+		t.Errorf("restarted process got %q, want the stored token", tok.AccessToken)
+	}
+	if n := srv.Stats().TokenRequests; n != 1 {
+		t.Errorf("token requests = %d, want 1: the stored token is fresh for 25 s more", n)
+	}
+}

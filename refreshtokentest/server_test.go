@@ -129,3 +129,48 @@ func TestAPIRejectsExpiredTokens(t *testing.T) {
 		t.Errorf("stats = %+v", got)
 	}
 }
+
+// TestReuseInterval: within the interval the previous refresh token is
+// accepted once more and rotation goes on from it; the token it replaced,
+// sent again, is a reuse that revokes the family (Auth0: "only the
+// previous token can be reused").
+func TestReuseInterval(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := NewServer(Config{ReuseInterval: time.Minute, Clock: func() time.Time { return now }})
+	defer s.Close()
+	rt0 := s.NewRefreshToken("")
+	_, body := post(t, s, refreshForm(s, rt0), false)
+	rtA := body["refresh_token"].(string)
+	now = now.Add(10 * time.Second)
+	status, body := post(t, s, refreshForm(s, rt0), false)
+	if status != 200 {
+		t.Fatalf("previous token within the interval: %d %v, want 200", status, body)
+	}
+	rtB := body["refresh_token"].(string)
+	if status, body := post(t, s, refreshForm(s, rtA), false); status != 403 {
+		t.Errorf("the token the tolerated reuse replaced: %d %v, want 403", status, body)
+	}
+	if status, _ := post(t, s, refreshForm(s, rtB), false); status != 403 {
+		t.Errorf("the family's newest token after a reuse: %d, want 403 (revoked)", status)
+	}
+	if got := s.Stats(); got.ReuseTolerated != 1 || got.ReuseEvents != 1 {
+		t.Errorf("stats = %+v, want 1 tolerated, 1 reuse event", got)
+	}
+}
+
+// TestYoungestRefreshed reports the age of the youngest refresh token used,
+// counting only those issued by a refresh.
+func TestYoungestRefreshed(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := NewServer(Config{Clock: func() time.Time { return now }})
+	defer s.Close()
+	rt := s.NewRefreshToken("")
+	for _, age := range []time.Duration{time.Hour, 50 * time.Minute, 55 * time.Minute} {
+		now = now.Add(age)
+		_, body := post(t, s, refreshForm(s, rt), false)
+		rt = body["refresh_token"].(string)
+	}
+	if got := s.Stats().YoungestRefreshed; got != 50*time.Minute {
+		t.Errorf("YoungestRefreshed = %v, want 50m (the first refresh, of a token not issued by a refresh, does not count)", got)
+	}
+}

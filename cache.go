@@ -249,6 +249,12 @@ func (e *entry) handOut(now time.Time) *oauth2.Token {
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
 func (s *TokenSource) refresh() (v any, err error) {
+	// A caller that sees the entry this refresh is about to publish turn
+	// stale must start a refresh of its own, not join this one, which may
+	// not have returned yet: it would get this refresh's result, and its
+	// entry, marked started, would never be refreshed in the background.
+	// A refresh started meanwhile waits for mu and finds the entry fresh.
+	s.group.Forget(refreshKey)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// singleflight would re-panic in a goroutine no caller can recover in:
@@ -262,6 +268,12 @@ func (s *TokenSource) refresh() (v any, err error) {
 		return nil, ErrClosed
 	}
 	now := s.now()
+	cur := s.cur.Load()
+	// A caller may have seen an older entry: the token it wanted may have
+	// been refreshed since.
+	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+		return cur, nil
+	}
 	// A shared store is read at every refresh: another process may have
 	// refreshed the token already.
 	if s.store != nil && (!s.loaded || s.shared != nil) {
@@ -269,9 +281,9 @@ func (s *TokenSource) refresh() (v any, err error) {
 			return nil, s.fail(err)
 		}
 	}
-	cur := s.cur.Load()
-	// A caller may have seen an older entry: the token it wanted may have
-	// been refreshed, or a refresh may have failed, since.
+	cur = s.cur.Load()
+	// The store's token may be fresh; or a refresh may have failed since
+	// the caller looked.
 	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
 		return cur, nil
 	}
@@ -808,9 +820,9 @@ func (s *TokenSource) GoString() string { return s.String() }
 // cannot be bounded, and Close waits for it to return.
 func (s *TokenSource) Close() error {
 	s.closed.Store(true)
-	// Joins the refresh in flight, if any, and waits for it to end; a
-	// refresh that starts later sees closed and does nothing.
-	<-s.group.DoChan(refreshKey, func() (any, error) { return nil, ErrClosed })
+	// Flush takes mu, which a refresh in flight holds throughout: it
+	// waits for the refresh to end. A refresh that starts later sees
+	// closed and does nothing.
 	err := s.Flush()
 	s.cur.Store(&entry{})
 	return err

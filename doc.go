@@ -23,7 +23,11 @@
 // [WithStore] keeps the token in a [Store] (package filestore has one in a
 // file), so that a rotated refresh token outlives the process and a
 // restarted process reuses a fresh access token; the refreshtoken command
-// (cmd/refreshtoken) prints tokens for scripts this way.
+// (cmd/refreshtoken) prints tokens for scripts this way. Processes that share
+// a refresh token share a [SharedStore] (module
+// github.com/tokenfresh/refreshtoken/redisstore has one on Redis): a lease
+// lock, a second load inside it and a compare-and-save make the fleet
+// refresh once per token, as one process would.
 //
 // The source works as is with [oauth2.NewClient], including the early
 // refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]

@@ -37,14 +37,14 @@ func kinds(rdb redis.UniversalClient) []struct {
 		name string
 		make func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource
 	}{
-		{"refreshtoken+redisstore", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
+		{"impl=refreshtoken+redisstore", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
 			st := redisstore.New(rdb, fmt.Sprintf("refreshtoken:%s:user-%06d", conf.ClientID, i))
 			return refreshtoken.New(ctx, conf, tok, refreshtoken.WithStore(st))
 		}},
-		{"refreshtoken", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
+		{"impl=refreshtoken", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
 			return refreshtoken.New(ctx, conf, tok)
 		}},
-		{"x-oauth2", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
+		{"impl=x-oauth2", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
 			return oauth2.ReuseTokenSource(tok, conf.TokenSource(ctx, tok))
 		}},
 	}
@@ -80,7 +80,7 @@ func TestIdleSources(t *testing.T) {
 	for _, k := range kinds(rs.Client()) {
 		b, g := measureIdle(t, idleSources, k.make)
 		t.Logf("%s: %d idle sources, %.0f bytes and %d goroutines per source", k.name, idleSources, b, g/idleSources)
-		if k.name == "x-oauth2" {
+		if k.name == "impl=x-oauth2" {
 			continue
 		}
 		if g > 0 {

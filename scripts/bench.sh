@@ -17,6 +17,11 @@ go test -run '^$' -bench '^(BenchmarkToken|BenchmarkRoundTrip|BenchmarkRequest)$
 # Scenarios: counts and latencies, 5 runs each.
 go test -run '^$' -bench '^(BenchmarkRefreshStorm|BenchmarkStaleWhileRevalidate|BenchmarkOutage|BenchmarkLongRun)$' -benchtime 1x -count 5 . -args -swr.csv="$PWD/$out/swr.csv" | tee "$out/scenarios.txt"
 
+# Memory of idle per-user sources (10,000 of them), with the Redis store:
+# needs redis-server on the PATH (the benchmark starts its own).
+(cd redisstore && go test -run '^$' -bench '^BenchmarkIdleSources$' -count 5 .) | tee "$out/idle.txt"
+
 benchstat -col /impl "$out/micro.txt" | tee "$out/micro-benchstat.txt"
+benchstat -col /impl "$out/idle.txt" | tee "$out/idle-benchstat.txt"
 benchstat -col /impl "$out/scenarios.txt" | tee "$out/scenarios-benchstat.txt"
 go run ./scripts/swrchart -in "$out/swr.csv" -out docs/swr.svg

@@ -40,15 +40,16 @@ type TokenSource struct {
 	// if it is a SharedStore. The rest is guarded by mu: whether the store
 	// was read; the entry of the newest token, if its Save failed (its
 	// token may hold only a refresh token: it is then never published), the
-	// refresh token it was fetched with, and whether it is SetToken's,
-	// saved unconditionally; failed Saves in a row.
+	// refresh token it was fetched with (for SetToken's, the one before
+	// it); failed Saves in a row; for Cache, the refresh token of the
+	// token last loaded from or saved to the store.
 	store        Store
 	shared       SharedStore
 	loaded       bool
 	pending      *entry
 	pendingFrom  string
-	pendingForce bool
 	saveFailures int
+	storedRT     string
 
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
@@ -249,14 +250,15 @@ func (e *entry) handOut(now time.Time) *oauth2.Token {
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
 func (s *TokenSource) refresh() (v any, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
 	// stale must start a refresh of its own, not join this one, which may
 	// not have returned yet: it would get this refresh's result, and its
 	// entry, marked started, would never be refreshed in the background.
-	// A refresh started meanwhile waits for mu and finds the entry fresh.
+	// Callers that come during this refresh join one more call, which waits
+	// for mu and finds the entry fresh.
 	s.group.Forget(refreshKey)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	// singleflight would re-panic in a goroutine no caller can recover in:
 	// a panic of the inner source or of the callback is a failed refresh.
 	defer func() {
@@ -274,6 +276,9 @@ func (s *TokenSource) refresh() (v any, err error) {
 	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
 		return cur, nil
 	}
+	if cur.backingOff(now) {
+		return nil, cur.err
+	}
 	// A shared store is read at every refresh: another process may have
 	// refreshed the token already.
 	if s.store != nil && (!s.loaded || s.shared != nil) {
@@ -281,14 +286,8 @@ func (s *TokenSource) refresh() (v any, err error) {
 			return nil, s.fail(err)
 		}
 	}
-	cur = s.cur.Load()
-	// The store's token may be fresh; or a refresh may have failed since
-	// the caller looked.
-	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
-		return cur, nil
-	}
-	if cur.backingOff(now) {
-		return nil, cur.err
+	if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+		return cur, nil // the store's
 	}
 	if p := s.pending; p != nil {
 		// A Save failed: retry it first.
@@ -296,17 +295,29 @@ func (s *TokenSource) refresh() (v any, err error) {
 		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
 			return cur, nil
 		}
-		if err != nil && cur.tok == p.tok && stateAt(now, p.refreshAt, p.expiredAt) == fresh {
+		switch {
+		case err != nil && cur.tok == p.tok && stateAt(now, p.refreshAt, p.expiredAt) == fresh:
 			// Only the Save of the token in use was due.
 			return nil, s.saveFailed(p, err, now)
+		case err != nil && s.shared != nil:
+			// A refresh would send a refresh token the shared store has
+			// never held, and its Save would be refused as superseded:
+			// the pending token must reach the store first.
+			return nil, s.fail(&saveError{err})
 		}
 		// The token is due, or was dropped: refresh. The Save of the new
 		// token supersedes the pending one.
 	}
 
 	timeout := s.timeout
+	var unlock func() // nil once released, or left to the lease
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	if s.shared != nil {
-		expires, unlock, err := s.lock()
+		expires, release, err := s.lock()
 		if err != nil {
 			// The wait may have ended while another process was saving
 			// the token it refreshed.
@@ -317,7 +328,8 @@ func (s *TokenSource) refresh() (v any, err error) {
 			}
 			return nil, s.fail(err)
 		}
-		defer unlock()
+		unlock = release
+		now = s.now() // the wait may have been long
 		// Another process may have refreshed while this one waited.
 		if err := s.load(); err != nil {
 			return nil, s.fail(err)
@@ -334,6 +346,12 @@ func (s *TokenSource) refresh() (v any, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	tok, err := s.fetch(ctx)
 	cancel()
+	if err != nil && unlock != nil && !errors.As(err, new(*endpointError)) {
+		// No answer, or an unreadable one: the server may have the request
+		// and be acting on it still. The lock is left to its lease, so that
+		// no other process sends the same refresh token meanwhile.
+		unlock = nil
+	}
 	var next *entry
 	if err == nil {
 		next, err = s.newEntry(tok, cur, now)
@@ -350,7 +368,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 			switch {
 			case saveErr != nil:
 				// Retried by the next refresh, Flush or Close.
-				s.pending, s.pendingFrom, s.pendingForce = &entry{tok: t}, rt, false
+				s.pending, s.pendingFrom = &entry{tok: t}, rt
 				err = errors.Join(err, &saveError{saveErr})
 			case !saved:
 				return nil, s.fail(errors.Join(err, errSuperseded))
@@ -378,7 +396,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 	}
 	notifyErr := s.notify(tok)
 	if saveErr != nil {
-		s.pendingFrom, s.pendingForce = rt, false
+		s.pendingFrom = rt
 		return nil, errors.Join(s.saveFailed(next, saveErr, now), notifyErr)
 	}
 	s.pending, s.saveFailures = nil, 0
@@ -406,6 +424,12 @@ func (s *TokenSource) load() error {
 		return fmt.Errorf("refreshtoken: loading the stored token: %w", err)
 	}
 	s.loaded = true
+	if s.grant == nil {
+		s.storedRT = ""
+		if tok != nil {
+			s.storedRT = tok.RefreshToken
+		}
+	}
 	if tok == nil || s.pending != nil {
 		return nil
 	}
@@ -475,7 +499,11 @@ func (s *TokenSource) save(tok *oauth2.Token) error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
 	t := *tok
-	return s.store.Save(ctx, &t)
+	err := s.store.Save(ctx, &t)
+	if err == nil && s.grant == nil {
+		s.storedRT = tok.RefreshToken
+	}
+	return err
 }
 
 // saveNew saves tok, fetched with the refresh token previous. A shared
@@ -488,7 +516,11 @@ func (s *TokenSource) saveNew(tok *oauth2.Token, previous string) (saved bool, e
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
 	t := *tok
-	return s.shared.SaveIfCurrent(ctx, &t, previous)
+	saved, err = s.shared.SaveIfCurrent(ctx, &t, previous)
+	if saved && s.grant == nil {
+		s.storedRT = tok.RefreshToken
+	}
+	return saved, err
 }
 
 // flushLocked saves the pending token, if any, and on success restores its
@@ -500,12 +532,7 @@ func (s *TokenSource) flushLocked() error {
 	if p == nil {
 		return nil
 	}
-	saved, err := true, error(nil)
-	if s.pendingForce {
-		err = s.save(p.tok)
-	} else {
-		saved, err = s.saveNew(p.tok, s.pendingFrom)
-	}
+	saved, err := s.saveNew(p.tok, s.pendingFrom)
 	if err != nil {
 		return err
 	}
@@ -547,11 +574,13 @@ func (s *TokenSource) saveFailed(e *entry, err error, now time.Time) error {
 	return retry.err
 }
 
-// refreshToken is the grant's current refresh token; "" for Cache. Called
-// with mu held.
+// refreshToken is the grant's current refresh token. For Cache, whose
+// inner source keeps its own, it is that of the token last loaded from or
+// saved to the store: what a shared store compares with. Called with mu
+// held.
 func (s *TokenSource) refreshToken() string {
 	if s.grant == nil {
-		return ""
+		return s.storedRT
 	}
 	return s.grant.refreshToken
 }
@@ -771,6 +800,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	if s.closed.Load() {
 		return nil
 	}
+	previous := s.refreshToken()
 	if s.grant != nil && tok != nil {
 		s.grant.refreshToken = tok.RefreshToken
 	}
@@ -782,8 +812,11 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	}
 	t := *tok
 	if err := s.save(&t); err != nil {
-		// Retried by the next refresh, Flush or Close.
-		s.pending, s.pendingForce = &entry{tok: &t}, true
+		// Retried by the next refresh, Flush or Close; with a shared
+		// store, only if the store does not hold a newer token by then
+		// (the failed Save may have landed, and another process refreshed
+		// from it).
+		s.pending, s.pendingFrom = &entry{tok: &t}, previous
 		return &saveError{err}
 	}
 	return nil

@@ -48,10 +48,15 @@ type Store interface {
 // the others for longer than the lease. The source bounds its request to
 // the token endpoint to the first three quarters of the lease left when it
 // got the lock, so that the lease does not run out while its request is in
-// flight and another process sends the same refresh token. A process paused
-// between the answer and its Save (a long GC pause, a stopped VM) can still
-// outlive its lease: SaveIfCurrent then refuses its token, the source drops
-// it and uses the stored one.
+// flight and another process sends the same refresh token; a request that
+// got no answer keeps the lock until the lease ends, since the server may
+// still act on it. A process paused between the answer and its Save (a long
+// GC pause, a stopped VM) can still outlive its lease. Another process then
+// sends the refresh token it started from, which the server has retired:
+// only the server's reuse interval (Auth0's rotation overlap period)
+// accepts that, and otherwise the family is revoked. If it was accepted,
+// SaveIfCurrent refuses the paused process's token, and the source drops it
+// and uses the stored one, the one the server keeps.
 type SharedStore interface {
 	Store
 	// Lock takes the lock on refreshing the stored token, waiting while

@@ -114,7 +114,7 @@ func runWorker(cfgJSON string) int {
 		fmt.Println(line)
 	}
 
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	conf := &oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.Secret,
 		Endpoint: oauth2.Endpoint{TokenURL: cfg.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}

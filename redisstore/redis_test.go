@@ -68,7 +68,7 @@ func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port)
 
 // Client returns a new client of the server, closed at the test's end.
 func (r *redisServer) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true})
 	r.t.Cleanup(func() { c.Close() })
 	return c
 }

@@ -19,7 +19,16 @@
 // refresh tokens (ACLs, TLS, no public port), and run it with persistence
 // (appendonly yes): a Redis that restarts empty has lost the latest
 // refresh tokens, and each process falls back on the one in its memory,
-// which may be retired.
+// which may be retired. Replication to replicas is asynchronous: a failover
+// can lose the latest token and the lock, with the same result; run a
+// single primary with persistence, or make failovers rare events that are
+// followed by signing users in again.
+//
+// Make the client with ContextTimeoutEnabled set in its options: without
+// it, go-redis does not apply the deadlines of the source's contexts to
+// its commands, and a Redis that hangs holds a refresh (and the callers
+// waiting for it) for the client's read timeout times its retries, instead
+// of the source's refresh timeout.
 package redisstore
 
 import (
@@ -77,8 +86,10 @@ func WithLease(d time.Duration) Option {
 // New returns the Store of the token under key, in the Redis that rdb
 // talks to. The key names one token identity, such as
 // "refreshtoken:<client ID>:<user ID>"; every process sharing that token
-// uses the same key. rdb is shared by all the Stores of a process and is
-// the caller's to close.
+// uses the same key; to keep a token and its lock on one node of a Redis
+// Cluster, put the identity in braces ("refreshtoken:{<user ID>}"). rdb is
+// shared by all the Stores of a process and is the caller's to close; make
+// it with ContextTimeoutEnabled (see the package documentation).
 func New(rdb redis.UniversalClient, key string, opts ...Option) *Store {
 	s := &Store{rdb: rdb, key: key, lease: DefaultLease}
 	for _, opt := range opts {
@@ -127,17 +138,19 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 }
 
 // saveScript replaces the hash at KEYS[1] with the field-value pairs from
-// ARGV[3] on. If ARGV[1] is "1", it does so only if the stored
-// refresh_token is ARGV[2] or there is none, and returns 0 otherwise.
+// ARGV[4] on. If ARGV[1] is "1", it does so only if the stored
+// refresh_token is ARGV[2] (the previous one), or ARGV[3] (the new one: a
+// retry of a save that landed, which go-redis makes after a lost reply),
+// or there is none, and returns 0 otherwise.
 var saveScript = redis.NewScript(`
 if ARGV[1] == "1" then
 	local cur = redis.call("HGET", KEYS[1], "refresh_token")
-	if cur and cur ~= ARGV[2] then
+	if cur and cur ~= ARGV[2] and cur ~= ARGV[3] then
 		return 0
 	end
 end
 redis.call("DEL", KEYS[1])
-redis.call("HSET", KEYS[1], unpack(ARGV, 3))
+redis.call("HSET", KEYS[1], unpack(ARGV, 4))
 return 1
 `)
 
@@ -148,7 +161,9 @@ func (s *Store) Save(ctx context.Context, tok *oauth2.Token) error {
 }
 
 // SaveIfCurrent stores tok if the stored refresh token is previous, or if
-// nothing is stored, in one step; it reports whether it stored tok.
+// nothing is stored, in one step; it reports whether it stored tok. A
+// stored refresh token equal to tok's counts as current too: the store
+// already holds tok (a retried save).
 func (s *Store) SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previous string) (bool, error) {
 	return s.save(ctx, tok, true, previous)
 }
@@ -157,7 +172,7 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 	if tok.AccessToken == "" && tok.RefreshToken == "" {
 		return false, errors.New("redisstore: refusing to save a token with neither an access token nor a refresh token")
 	}
-	args := []any{"0", previous}
+	args := []any{"0", previous, tok.RefreshToken}
 	if compare {
 		args[0] = "1"
 	}
@@ -187,11 +202,16 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 }
 
 // lockScript sets the lock KEYS[1] to the owner ARGV[1] for ARGV[2]
-// milliseconds if it is free. It returns {1, 0} if it took the lock, and
-// otherwise {0, the lock's time to live in milliseconds}, or {0, -1} or
-// {0, -2} if it has no expiry or has just gone.
+// milliseconds if it is free, or already this owner's (a retry, which
+// go-redis makes after a lost reply). It returns {1, 0} if it took the
+// lock, and otherwise {0, the lock's time to live in milliseconds}, or
+// {0, -1} or {0, -2} if it has no expiry or has just gone.
 var lockScript = redis.NewScript(`
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+	return {1, 0}
+end
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	redis.call("PEXPIRE", KEYS[1], ARGV[2])
 	return {1, 0}
 end
 return {0, redis.call("PTTL", KEYS[1])}

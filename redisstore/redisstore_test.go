@@ -148,6 +148,7 @@ func TestSaveIfCurrent(t *testing.T) {
 		{"previous is stored", &oauth2.Token{AccessToken: "at-0", RefreshToken: "rt-0"}, "rt-0", true},
 		{"a newer token is stored", &oauth2.Token{AccessToken: "at-other", RefreshToken: "rt-other"}, "rt-0", false},
 		{"stored token has no refresh token", &oauth2.Token{AccessToken: "at-0"}, "rt-0", true},
+		{"the new token is stored already (a retried save)", &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1"}, "rt-0", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := redisstore.New(rs.Client(), "refreshtoken:cas:"+tc.name)

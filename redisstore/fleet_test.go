@@ -28,7 +28,12 @@ import (
 
 // The fleet tests run the test binary again as worker processes
 // (runWorker), which share one refresh token through a real Redis against
-// a refreshtokentest server in the test process, on real time.
+// a refreshtokentest server in the test process. Processes share no fake
+// clock, so these tests run on real time, with margins far above what
+// they need (a refresh takes milliseconds; its early window is 0.5 s to
+// 2 s). A slower machine only makes the lifetimes take longer; the counts
+// asserted (refreshes, reuse events, errors) do not depend on speed, except
+// that a worker stalled for a whole early window would fail.
 
 // workerEnv carries a worker's configuration, as JSON.
 const workerEnv = "REDISSTORE_FLEET_WORKER"

@@ -245,9 +245,13 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 	lockKey := s.key + ":lock"
 	owner := crand.Text()
 	wait := pollMin
-	for {
+	for held := false; ; held = true {
 		start := time.Now()
 		r, err := lockScript.Run(ctx, s.rdb, []string{lockKey}, owner, s.lease.Milliseconds()).Int64Slice()
+		if err != nil && held && ctx.Err() != nil {
+			// The deadline ended the wait during a poll.
+			return time.Time{}, nil, fmt.Errorf("redisstore: %q is locked by another process: %w", s.key, ctx.Err())
+		}
 		if err != nil {
 			return time.Time{}, nil, fmt.Errorf("redisstore: locking %q: %w", s.key, err)
 		}

@@ -191,7 +191,7 @@ func TestLock(t *testing.T) {
 	if expires.Before(before.Add(time.Hour)) || expires.After(time.Now().Add(time.Hour)) {
 		t.Errorf("lease ends at %v, want an hour after the call", expires)
 	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	_, _, err = b.Lock(short)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "locked by another process") {

@@ -40,16 +40,21 @@ type TokenSource struct {
 	// if it is a SharedStore. The rest is guarded by mu: whether the store
 	// was read; the entry of the newest token, if its Save failed (its
 	// token may hold only a refresh token: it is then never published), the
-	// refresh token it was fetched with (for SetToken's, the one before
-	// it); failed Saves in a row; for Cache, the refresh token of the
-	// token last loaded from or saved to the store.
+	// refresh token a shared store must still hold for it to be saved,
+	// and whether it is to be saved whatever the store holds (SetToken's,
+	// before the store was ever read); failed Saves in a row; the refresh
+	// token of the token last loaded from or saved to the store.
 	store        Store
 	shared       SharedStore
 	loaded       bool
 	pending      *entry
 	pendingFrom  string
+	pendingForce bool
 	saveFailures int
 	storedRT     string
+	// held releases the shared store's lock, left held after the Save
+	// of a rotated token failed, once that Save succeeds.
+	held func()
 
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
@@ -346,7 +351,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	tok, err := s.fetch(ctx)
 	cancel()
-	if err != nil && unlock != nil && !errors.As(err, new(*endpointError)) {
+	if err != nil && unlock != nil && s.grant != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {
 		// No answer, or an unreadable one: the server may have the request
 		// and be acting on it still. The lock is left to its lease, so that
 		// no other process sends the same refresh token meanwhile.
@@ -367,8 +372,11 @@ func (s *TokenSource) refresh() (v any, err error) {
 			saved, saveErr := s.saveNew(t, rt)
 			switch {
 			case saveErr != nil:
-				// Retried by the next refresh, Flush or Close.
-				s.pending, s.pendingFrom = &entry{tok: t}, rt
+				// Retried by the next refresh, Flush or Close. The lock
+				// is left to its lease: the store still holds rt, which
+				// the server has retired.
+				s.pending, s.pendingFrom, s.pendingForce = &entry{tok: t}, rt, false
+				s.held, unlock = unlock, nil
 				err = errors.Join(err, &saveError{saveErr})
 			case !saved:
 				return nil, s.fail(errors.Join(err, errSuperseded))
@@ -396,7 +404,12 @@ func (s *TokenSource) refresh() (v any, err error) {
 	}
 	notifyErr := s.notify(tok)
 	if saveErr != nil {
-		s.pendingFrom = rt
+		// The lock is left to its lease: the store still holds rt, which
+		// the server has retired, and another process must not send it
+		// while this one retries the Save (at its next call after a
+		// back-off of up to 1 s, or Flush).
+		s.pendingFrom, s.pendingForce = rt, false
+		s.held, unlock = unlock, nil
 		return nil, errors.Join(s.saveFailed(next, saveErr, now), notifyErr)
 	}
 	s.pending, s.saveFailures = nil, 0
@@ -424,11 +437,9 @@ func (s *TokenSource) load() error {
 		return fmt.Errorf("refreshtoken: loading the stored token: %w", err)
 	}
 	s.loaded = true
-	if s.grant == nil {
-		s.storedRT = ""
-		if tok != nil {
-			s.storedRT = tok.RefreshToken
-		}
+	s.storedRT = ""
+	if tok != nil {
+		s.storedRT = tok.RefreshToken
 	}
 	if tok == nil || s.pending != nil {
 		return nil
@@ -500,7 +511,7 @@ func (s *TokenSource) save(tok *oauth2.Token) error {
 	defer cancel()
 	t := *tok
 	err := s.store.Save(ctx, &t)
-	if err == nil && s.grant == nil {
+	if err == nil {
 		s.storedRT = tok.RefreshToken
 	}
 	return err
@@ -517,7 +528,7 @@ func (s *TokenSource) saveNew(tok *oauth2.Token, previous string) (saved bool, e
 	defer cancel()
 	t := *tok
 	saved, err = s.shared.SaveIfCurrent(ctx, &t, previous)
-	if saved && s.grant == nil {
+	if saved {
 		s.storedRT = tok.RefreshToken
 	}
 	return saved, err
@@ -532,9 +543,18 @@ func (s *TokenSource) flushLocked() error {
 	if p == nil {
 		return nil
 	}
-	saved, err := s.saveNew(p.tok, s.pendingFrom)
+	saved, err := true, error(nil)
+	if s.pendingForce {
+		err = s.save(p.tok)
+	} else {
+		saved, err = s.saveNew(p.tok, s.pendingFrom)
+	}
 	if err != nil {
 		return err
+	}
+	if s.held != nil {
+		s.held() // another process may refresh now
+		s.held = nil
 	}
 	s.pending, s.saveFailures = nil, 0
 	if cur := s.cur.Load(); cur.tok == p.tok {
@@ -576,8 +596,8 @@ func (s *TokenSource) saveFailed(e *entry, err error, now time.Time) error {
 
 // refreshToken is the grant's current refresh token. For Cache, whose
 // inner source keeps its own, it is that of the token last loaded from or
-// saved to the store: what a shared store compares with. Called with mu
-// held.
+// saved to the store, which is what a shared store compares with. Called
+// with mu held.
 func (s *TokenSource) refreshToken() string {
 	if s.grant == nil {
 		return s.storedRT
@@ -800,7 +820,11 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	if s.closed.Load() {
 		return nil
 	}
-	previous := s.refreshToken()
+	// A retried Save must not overwrite a token that another process
+	// refreshed from tok, if the failed Save landed after all: it is
+	// compared with what the store was last known to hold, or, if the
+	// store was never read, done whatever the store holds.
+	previous, force := s.storedRT, !s.loaded
 	if s.grant != nil && tok != nil {
 		s.grant.refreshToken = tok.RefreshToken
 	}
@@ -811,12 +835,18 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		return nil
 	}
 	t := *tok
+	defer func() {
+		if s.pending == nil && s.held != nil {
+			s.held() // tok is saved: another process may refresh now
+			s.held = nil
+		}
+	}()
 	if err := s.save(&t); err != nil {
 		// Retried by the next refresh, Flush or Close; with a shared
 		// store, only if the store does not hold a newer token by then
 		// (the failed Save may have landed, and another process refreshed
 		// from it).
-		s.pending, s.pendingFrom = &entry{tok: &t}, previous
+		s.pending, s.pendingFrom, s.pendingForce = &entry{tok: &t}, previous, force
 		return &saveError{err}
 	}
 	return nil

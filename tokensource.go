@@ -144,18 +144,24 @@ func loopback(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
+// unsentError is a failure of the grant before any request was sent: the
+// refresh token is still current, whatever the server.
+type unsentError struct{ error }
+
+func (e unsentError) Unwrap() error { return e.error }
+
 // token makes one refresh request. It is called with the TokenSource's mu
 // held, and is never retried: a refresh token is sent once per refresh.
 func (g *grant) token(ctx context.Context) (*oauth2.Token, error) {
 	if g.err != nil {
-		return nil, g.err
+		return nil, unsentError{g.err}
 	}
 	if g.refreshToken == "" {
-		return nil, errors.New("refreshtoken: the source has no refresh token")
+		return nil, unsentError{errors.New("refreshtoken: the source has no refresh token")}
 	}
 	req, err := g.request(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unsentError{err}
 	}
 	sent := g.now()
 	resp, err := g.client.Do(req)

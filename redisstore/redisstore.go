@@ -249,7 +249,12 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 		start := time.Now()
 		r, err := lockScript.Run(ctx, s.rdb, []string{lockKey}, owner, s.lease.Milliseconds()).Int64Slice()
 		if err != nil && held && ctx.Err() != nil {
-			// The deadline ended the wait during a poll.
+			// The deadline ended the wait during a poll, which may have
+			// taken the lock all the same: release it, or the others wait
+			// for its lease for nothing.
+			cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			unlockScript.Run(cleanup, s.rdb, []string{lockKey}, owner)
+			cancel()
 			return time.Time{}, nil, fmt.Errorf("redisstore: %q is locked by another process: %w", s.key, ctx.Err())
 		}
 		if err != nil {

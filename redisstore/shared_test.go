@@ -246,3 +246,103 @@ func TestCacheWithSharedStore(t *testing.T) {
 		clock.Add(time.Hour)
 	}
 }
+
+// TestSetTokenRetryAfterPendingRefresh: a SetToken whose Save fails while a
+// refreshed token's Save is pending is retried against what the store
+// holds, not against the unsaved refresh token in memory, and the
+// signed-in token ends up in the store and in use.
+func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
+	rs := startRedis(t)
+	clock := &fakeClock{now: t0}
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	key := "refreshtoken:settoken-pending:user-1"
+	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
+	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	mustToken(t, ts)
+	st.failSaves.Store(true)
+	clock.Add(time.Hour)
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() = %v, want ErrNotSaved", err)
+	}
+	signedIn := srv.NewRefreshToken("openid")
+	if err := ts.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("SetToken = %v, want ErrNotSaved", err)
+	}
+	st.failSaves.Store(false)
+	if err := ts.Flush(); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+	if stored, _ := redisstore.New(rs.Client(), key).Load(context.Background()); stored == nil || stored.RefreshToken != signedIn {
+		t.Fatalf("stored %v, want the signed-in refresh token", stored)
+	}
+	mustToken(t, ts)
+	if s := srv.Stats(); s.ReuseEvents != 0 || s.ReplacedSent != 0 {
+		t.Errorf("reuse events %d, replaced tokens sent %d; want 0", s.ReuseEvents, s.ReplacedSent)
+	}
+}
+
+// TestSetTokenBeforeFirstLoad: a source that has never read the store
+// saves SetToken's token whatever the store holds, when the first Save
+// fails and is retried.
+func TestSetTokenBeforeFirstLoad(t *testing.T) {
+	rs := startRedis(t)
+	clock := &fakeClock{now: t0}
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	key := "refreshtoken:settoken-first:user-1"
+	if err := redisstore.New(rs.Client(), key).Save(context.Background(), &oauth2.Token{RefreshToken: "rt-revoked-long-ago"}); err != nil {
+		t.Fatal(err)
+	}
+	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
+	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st))
+	defer ts.Close()
+	signedIn := srv.NewRefreshToken("openid")
+	st.failSaves.Store(true)
+	if err := ts.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("SetToken = %v, want ErrNotSaved", err)
+	}
+	st.failSaves.Store(false)
+	if _, err := ts.Token(); err != nil {
+		t.Fatalf("Token() = %v, want a token from the signed-in refresh token", err)
+	}
+}
+
+// TestLockKeptAfterFailedSave: when the Save of a rotated token fails, the
+// store still holds the refresh token the server has retired: the lock is
+// left to its lease, so that no other process sends it meanwhile.
+func TestLockKeptAfterFailedSave(t *testing.T) {
+	rs := startRedis(t)
+	clock := &fakeClock{now: t0}
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	key := "refreshtoken:savefails:user-1"
+	st := &flakyStore{Store: redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour))}
+	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	st.failSaves.Store(true)
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() = %v, want ErrNotSaved", err)
+	}
+	if rs.Client().Exists(context.Background(), key+":lock").Val() != 1 {
+		t.Error("lock released after a failed Save: another process could send the retired refresh token")
+	}
+}
+
+// TestLockReleasedWhenNothingWasSent: a refresh that fails before sending
+// anything (here: no refresh token at all) releases the lock at once.
+func TestLockReleasedWhenNothingWasSent(t *testing.T) {
+	rs := startRedis(t)
+	clock := &fakeClock{now: t0}
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	key := "refreshtoken:unsent:user-1"
+	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now),
+		refreshtoken.WithStore(redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour))))
+	defer ts.Close()
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("Token() without any refresh token succeeded")
+	}
+	if rs.Client().Exists(context.Background(), key+":lock").Val() != 0 {
+		t.Error("lock held after a refresh that sent nothing")
+	}
+}

@@ -50,7 +50,10 @@ type Store interface {
 // got the lock, so that the lease does not run out while its request is in
 // flight and another process sends the same refresh token; a request that
 // got no answer keeps the lock until the lease ends, since the server may
-// still act on it. A process paused between the answer and its Save (a long
+// still act on it. If the Save of a new token fails, the store still holds
+// the refresh token the server has retired: the source keeps the lock until
+// a retry of that Save succeeds or the lease ends, and refreshes nothing
+// before the Save. A process paused between the answer and its Save (a long
 // GC pause, a stopped VM) can still outlive its lease. Another process then
 // sends the refresh token it started from, which the server has retired:
 // only the server's reuse interval (Auth0's rotation overlap period)

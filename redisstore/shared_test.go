@@ -51,18 +51,34 @@ func (f *flakyStore) SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previ
 	return f.Store.SaveIfCurrent(ctx, tok, previous)
 }
 
+// flakyRig is a replica with a flakyStore, its Redis, token server and
+// clock.
+type flakyRig struct {
+	rs    *redisServer
+	clock *fakeClock
+	srv   *refreshtokentest.Server
+	st    *flakyStore
+	ts    *refreshtoken.TokenSource
+}
+
+func newFlakyRig(t *testing.T, key string, opts ...redisstore.Option) flakyRig {
+	t.Helper()
+	r := flakyRig{rs: startRedis(t), clock: &fakeClock{now: t0}}
+	r.srv = refreshtokentest.NewServer(refreshtokentest.Config{Clock: r.clock.Now})
+	t.Cleanup(r.srv.Close)
+	r.st = &flakyStore{Store: redisstore.New(r.rs.Client(), key, opts...)}
+	r.ts = replicaWith(t, r.srv, r.clock, r.st, r.srv.NewRefreshToken("openid"))
+	return r
+}
+
 // TestPendingSaveBeforeRefresh: with a shared store, a token whose Save
 // failed is saved before any new refresh. Refreshing from its refresh
 // token, which the store has never held, would have its Save refused, and
 // the rotated token would be lost: the next refresh would be a reuse.
 func TestPendingSaveBeforeRefresh(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
 	key := "refreshtoken:pending:user-1"
-	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
-	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	r := newFlakyRig(t, key)
+	rs, clock, srv, st, ts := r.rs, r.clock, r.srv, r.st, r.ts
 	mustToken(t, ts)
 
 	st.failSaves.Store(true)
@@ -100,13 +116,9 @@ func TestPendingSaveBeforeRefresh(t *testing.T) {
 // reported a failure is retried with a compare, so that it does not
 // overwrite the token another process has since refreshed from it.
 func TestSetTokenRetryKeepsNewerToken(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
 	key := "refreshtoken:settoken:user-1"
-	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
-	a := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	r := newFlakyRig(t, key)
+	rs, clock, srv, st, a := r.rs, r.clock, r.srv, r.st, r.ts
 	b := replica(t, srv, rs, clock, key, "rt-unused")
 	mustToken(t, a)
 
@@ -252,13 +264,9 @@ func TestCacheWithSharedStore(t *testing.T) {
 // holds, not against the unsaved refresh token in memory, and the
 // signed-in token ends up in the store and in use.
 func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
 	key := "refreshtoken:settoken-pending:user-1"
-	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
-	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	r := newFlakyRig(t, key)
+	rs, clock, srv, st, ts := r.rs, r.clock, r.srv, r.st, r.ts
 	mustToken(t, ts)
 	st.failSaves.Store(true)
 	clock.Add(time.Hour)
@@ -312,13 +320,9 @@ func TestSetTokenBeforeFirstLoad(t *testing.T) {
 // store still holds the refresh token the server has retired: the lock is
 // left to its lease, so that no other process sends it meanwhile.
 func TestLockKeptAfterFailedSave(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
 	key := "refreshtoken:savefails:user-1"
-	st := &flakyStore{Store: redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour))}
-	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	r := newFlakyRig(t, key, redisstore.WithLease(time.Hour))
+	rs, st, ts := r.rs, r.st, r.ts
 	st.failSaves.Store(true)
 	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("Token() = %v, want ErrNotSaved", err)

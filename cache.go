@@ -239,6 +239,12 @@ func (s *TokenSource) fresh(e *entry) bool {
 	return s.clock().Before(until)
 }
 
+// freshAt reports whether e has a token that is fresh at now: nothing to
+// refresh.
+func (e *entry) freshAt(now time.Time) bool {
+	return e.tok != nil && stateAt(now, e.refreshAt, e.expiredAt) == fresh
+}
+
 // backingOff reports whether, at now, a failed refresh forbids a new one.
 func (e *entry) backingOff(now time.Time) bool {
 	return e.err != nil && (e.rejected || now.Before(e.refreshAt))
@@ -278,7 +284,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 	cur := s.cur.Load()
 	// A caller may have seen an older entry: the token it wanted may have
 	// been refreshed since.
-	if cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+	if cur.freshAt(now) {
 		return cur, nil
 	}
 	if cur.backingOff(now) {
@@ -291,13 +297,13 @@ func (s *TokenSource) refresh() (v any, err error) {
 			return nil, s.fail(err)
 		}
 	}
-	if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+	if cur = s.cur.Load(); cur.freshAt(now) {
 		return cur, nil // the store's
 	}
 	if p := s.pending; p != nil {
 		// A Save failed: retry it first.
 		err := s.flushLocked()
-		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+		if cur = s.cur.Load(); cur.freshAt(now) {
 			return cur, nil
 		}
 		switch {
@@ -327,7 +333,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 			// The wait may have ended while another process was saving
 			// the token it refreshed.
 			if s.load() == nil {
-				if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+				if cur = s.cur.Load(); cur.freshAt(now) {
 					return cur, nil
 				}
 			}
@@ -339,7 +345,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 		if err := s.load(); err != nil {
 			return nil, s.fail(err)
 		}
-		if cur = s.cur.Load(); cur.tok != nil && stateAt(now, cur.refreshAt, cur.expiredAt) == fresh {
+		if cur = s.cur.Load(); cur.freshAt(now) {
 			return cur, nil
 		}
 		// The request must end well before the lease: once it has ended,

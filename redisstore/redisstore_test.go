@@ -247,6 +247,17 @@ func replicaWith(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, s
 	return ts
 }
 
+// newServer starts a token server on a new fake clock, closed at the
+// test's end.
+func newServer(t *testing.T, cfg refreshtokentest.Config) (*fakeClock, *refreshtokentest.Server) {
+	t.Helper()
+	clock := &fakeClock{now: t0}
+	cfg.Clock = clock.Now
+	srv := refreshtokentest.NewServer(cfg)
+	t.Cleanup(srv.Close)
+	return clock, srv
+}
+
 func mustToken(t *testing.T, ts *refreshtoken.TokenSource) *oauth2.Token {
 	t.Helper()
 	tok, err := ts.Token()
@@ -261,9 +272,7 @@ func mustToken(t *testing.T, ts *refreshtoken.TokenSource) *oauth2.Token {
 // and every replica ends up with the same token.
 func TestReplicasRefreshOnce(t *testing.T) {
 	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
+	clock, srv := newServer(t, refreshtokentest.Config{})
 	rt := srv.NewRefreshToken("openid")
 	var fleet []*refreshtoken.TokenSource
 	for range 8 {
@@ -312,9 +321,7 @@ func TestReplicasRefreshOnce(t *testing.T) {
 // early window (background) and after a 401 alike.
 func TestReplicaUsesStoredToken(t *testing.T) {
 	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
+	clock, srv := newServer(t, refreshtokentest.Config{})
 	rt := srv.NewRefreshToken("openid")
 	key := "refreshtoken:stored:user-1"
 	a := replica(t, srv, rs, clock, key, rt, refreshtoken.WithJitter(0))
@@ -379,9 +386,7 @@ func TestLeaseShorterThanRefresh(t *testing.T) {
 
 	t.Run("slow endpoint", func(t *testing.T) {
 		rs := startRedis(t)
-		clock := &fakeClock{now: t0}
-		srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-		defer srv.Close()
+		clock, srv := newServer(t, refreshtokentest.Config{})
 		rt := srv.NewRefreshToken("openid")
 		opts := []refreshtoken.Option{refreshtoken.WithRefreshTimeout(time.Minute)}
 		a := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(lease)), rt, opts...)
@@ -408,11 +413,9 @@ func TestLeaseShorterThanRefresh(t *testing.T) {
 
 	t.Run("pause before the save", func(t *testing.T) {
 		rs := startRedis(t)
-		clock := &fakeClock{now: t0}
 		// b's refresh is a reuse of the token a has just used: Auth0's
 		// reuse interval tolerates it, and keeps b's (the later) token.
-		srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, ReuseInterval: time.Minute})
-		defer srv.Close()
+		clock, srv := newServer(t, refreshtokentest.Config{ReuseInterval: time.Minute})
 		rt := srv.NewRefreshToken("openid")
 		paused := &pausingStore{Store: redisstore.New(rs.Client(), key, redisstore.WithLease(lease)),
 			paused: make(chan struct{}), release: make(chan struct{})}
@@ -457,9 +460,7 @@ func TestLeaseShorterThanRefresh(t *testing.T) {
 // and once Redis is back (with its data) refreshing resumes.
 func TestRedisDown(t *testing.T) {
 	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
+	clock, srv := newServer(t, refreshtokentest.Config{})
 	ts := replica(t, srv, rs, clock, "refreshtoken:down:user-1", srv.NewRefreshToken("openid"), refreshtoken.WithJitter(0))
 	first := mustToken(t, ts)
 

@@ -63,9 +63,8 @@ type flakyRig struct {
 
 func newFlakyRig(t *testing.T, key string, opts ...redisstore.Option) flakyRig {
 	t.Helper()
-	r := flakyRig{rs: startRedis(t), clock: &fakeClock{now: t0}}
-	r.srv = refreshtokentest.NewServer(refreshtokentest.Config{Clock: r.clock.Now})
-	t.Cleanup(r.srv.Close)
+	r := flakyRig{rs: startRedis(t)}
+	r.clock, r.srv = newServer(t, refreshtokentest.Config{})
 	r.st = &flakyStore{Store: redisstore.New(r.rs.Client(), key, opts...)}
 	r.ts = replicaWith(t, r.srv, r.clock, r.st, r.srv.NewRefreshToken("openid"))
 	return r
@@ -211,9 +210,7 @@ func TestLockKeptAfterUncertainFailure(t *testing.T) {
 		{"503 answer", refreshtokentest.Fault{Status: http.StatusServiceUnavailable}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &fakeClock{now: t0}
-			srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-			defer srv.Close()
+			clock, srv := newServer(t, refreshtokentest.Config{})
 			key := "refreshtoken:uncertain:" + tc.name
 			ts := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour)), srv.NewRefreshToken("openid"))
 			srv.Inject(1, tc.fault)
@@ -295,9 +292,7 @@ func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
 // fails and is retried.
 func TestSetTokenBeforeFirstLoad(t *testing.T) {
 	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
+	clock, srv := newServer(t, refreshtokentest.Config{})
 	key := "refreshtoken:settoken-first:user-1"
 	if err := redisstore.New(rs.Client(), key).Save(context.Background(), &oauth2.Token{RefreshToken: "rt-revoked-long-ago"}); err != nil {
 		t.Fatal(err)
@@ -336,9 +331,7 @@ func TestLockKeptAfterFailedSave(t *testing.T) {
 // anything (here: no refresh token at all) releases the lock at once.
 func TestLockReleasedWhenNothingWasSent(t *testing.T) {
 	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-	defer srv.Close()
+	clock, srv := newServer(t, refreshtokentest.Config{})
 	key := "refreshtoken:unsent:user-1"
 	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now),
 		refreshtoken.WithStore(redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour))))

@@ -70,6 +70,18 @@ func newFlakyRig(t *testing.T, key string, opts ...redisstore.Option) flakyRig {
 	return r
 }
 
+// refreshUnsaved gets a token, then has the refresh at its expiry fail to
+// save: the new token is in use, its Save pending.
+func (r flakyRig) refreshUnsaved(t *testing.T) {
+	t.Helper()
+	mustToken(t, r.ts)
+	r.st.failSaves.Store(true)
+	r.clock.Add(time.Hour)
+	if _, err := r.ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() with saves failing = %v, want ErrNotSaved", err)
+	}
+}
+
 // TestPendingSaveBeforeRefresh: with a shared store, a token whose Save
 // failed is saved before any new refresh. Refreshing from its refresh
 // token, which the store has never held, would have its Save refused, and
@@ -78,13 +90,7 @@ func TestPendingSaveBeforeRefresh(t *testing.T) {
 	key := "refreshtoken:pending:user-1"
 	r := newFlakyRig(t, key)
 	rs, clock, srv, st, ts := r.rs, r.clock, r.srv, r.st, r.ts
-	mustToken(t, ts)
-
-	st.failSaves.Store(true)
-	clock.Add(time.Hour)
-	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
-		t.Fatalf("Token() with saves failing = %v, want ErrNotSaved", err)
-	}
+	r.refreshUnsaved(t)
 	unsaved := mustToken(t, ts) // in use all the same
 	ts.InvalidateToken(unsaved) // the API answers 401: a refresh is due
 	clock.Add(time.Minute)      // past the back-off of the failed Save
@@ -263,13 +269,8 @@ func TestCacheWithSharedStore(t *testing.T) {
 func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
 	key := "refreshtoken:settoken-pending:user-1"
 	r := newFlakyRig(t, key)
-	rs, clock, srv, st, ts := r.rs, r.clock, r.srv, r.st, r.ts
-	mustToken(t, ts)
-	st.failSaves.Store(true)
-	clock.Add(time.Hour)
-	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
-		t.Fatalf("Token() = %v, want ErrNotSaved", err)
-	}
+	rs, srv, st, ts := r.rs, r.srv, r.st, r.ts
+	r.refreshUnsaved(t)
 	signedIn := srv.NewRefreshToken("openid")
 	if err := ts.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("SetToken = %v, want ErrNotSaved", err)

@@ -56,6 +56,9 @@ type TokenSource struct {
 	// of a rotated token failed, once that Save succeeds.
 	held func()
 
+	// rt is the refresh token the grant sends; mu guards it.
+	rt string
+
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
 	src   oauth2.TokenSource // the inner source, for Cache
@@ -371,7 +374,7 @@ func (s *TokenSource) refresh() (v any, err error) {
 		next.forced, next.drops = true, cur.drops
 	}
 	if err != nil {
-		if rotated := s.refreshToken(); rotated != rt {
+		if rotated := s.refreshToken(); rotated != rt && rotated != "" {
 			// The answer was unusable, but it rotated the refresh token:
 			// the new one is all there is, and must be saved.
 			t := &oauth2.Token{RefreshToken: rotated}
@@ -451,7 +454,7 @@ func (s *TokenSource) load() error {
 		return nil
 	}
 	if s.grant != nil && tok.RefreshToken != "" {
-		s.grant.refreshToken = tok.RefreshToken
+		s.rt = tok.RefreshToken
 	}
 	stored := s.storedEntry(tok)
 	s.update(func(cur *entry) *entry {
@@ -608,7 +611,7 @@ func (s *TokenSource) refreshToken() string {
 	if s.grant == nil {
 		return s.storedRT
 	}
-	return s.grant.refreshToken
+	return s.rt
 }
 
 // notify passes a copy of tok to the WithOnNewToken callback, with a
@@ -631,7 +634,11 @@ func (s *TokenSource) notify(tok *oauth2.Token) error {
 // held.
 func (s *TokenSource) fetch(ctx context.Context) (*oauth2.Token, error) {
 	if s.grant != nil {
-		return s.grant.token(ctx)
+		tok, rotated, err := s.grant.token(ctx, s.rt)
+		if rotated != "" {
+			s.rt = rotated
+		}
+		return tok, err
 	}
 	// An oauth2.TokenSource takes no context: the timeout and Close cannot
 	// interrupt it.
@@ -832,7 +839,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	// store was never read, done whatever the store holds.
 	previous, force := s.storedRT, !s.loaded
 	if s.grant != nil && tok != nil {
-		s.grant.refreshToken = tok.RefreshToken
+		s.rt = tok.RefreshToken
 	}
 	s.failures, s.pending, s.saveFailures = 0, nil, 0
 	s.loaded = true // the store's token, if any, is older than tok

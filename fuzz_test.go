@@ -49,10 +49,10 @@ func FuzzParse(f *testing.F) {
 	f.Add(200, "application/json", []byte(`{"access_token":null}`))
 	f.Add(200, "", []byte(`{"access_token":"at"`))
 	f.Fuzz(func(t *testing.T, status int, contentType string, body []byte) {
-		g := &grant{refreshToken: fuzzRefreshToken, clientSecret: fuzzClientSecret}
+		g := &grant{clientSecret: fuzzClientSecret}
 		resp := &http.Response{StatusCode: status, Status: http.StatusText(status), Header: http.Header{"Content-Type": {contentType}}}
 		sent := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-		tok, err := g.parse(resp, body, sent)
+		tok, _, err := g.parse(resp, body, sent, fuzzRefreshToken)
 		if err != nil {
 			checkNoSecret(t, err, fuzzRefreshToken, fuzzClientSecret)
 			if tok != nil {

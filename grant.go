@@ -1,0 +1,346 @@
+package refreshtoken
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// maxBody caps how much of a token endpoint response is read.
+const maxBody = 1 << 20
+
+// grant is the refresh grant (RFC 6749 section 6): the request and the
+// reading of the answer. It holds no refresh token: the TokenSource owns
+// that, and passes it to token. A grant is not modified after New.
+type grant struct {
+	tokenURL     string
+	clientID     string
+	clientSecret string
+	scopes       []string
+	basicAuth    bool
+	json         bool
+	params       url.Values
+	client       *http.Client
+	now          func() time.Time
+	err          error // a configuration error, returned by every refresh
+}
+
+func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
+	if conf == nil {
+		return errors.New("refreshtoken: New was given a nil *oauth2.Config")
+	}
+	u, err := url.Parse(g.tokenURL)
+	switch {
+	case g.tokenURL == "":
+		return errors.New("refreshtoken: conf.Endpoint.TokenURL is empty")
+	case err != nil:
+		return fmt.Errorf("refreshtoken: bad token URL: %w", err)
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
+	default:
+		return fmt.Errorf("refreshtoken: token URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", u.Scheme, u.Host)
+	}
+	for _, k := range []string{"grant_type", "refresh_token", "client_id", "client_secret", "scope"} {
+		if _, ok := g.params[k]; ok {
+			return fmt.Errorf("refreshtoken: WithEndpointParams may not set %q, which the grant sets itself", k)
+		}
+	}
+	return nil
+}
+
+// loopback reports whether host is this machine: localhost or a loopback
+// address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// unsentError is a failure of the grant before any request was sent: the
+// refresh token is still current, whatever the server.
+type unsentError struct{ error }
+
+func (e unsentError) Unwrap() error { return e.error }
+
+// token makes one refresh request with the refresh token rt. It is never
+// retried: a refresh token is sent once per refresh. rotated is the refresh
+// token of a successful answer ("" if it has none), returned even when the
+// rest of the answer is unusable and err is set: the server has retired rt.
+// A returned token carries rotated, or rt if there is none.
+func (g *grant) token(ctx context.Context, rt string) (tok *oauth2.Token, rotated string, err error) {
+	if g.err != nil {
+		return nil, "", unsentError{g.err}
+	}
+	if rt == "" {
+		return nil, "", unsentError{errors.New("refreshtoken: the source has no refresh token")}
+	}
+	req, err := g.request(ctx, rt)
+	if err != nil {
+		return nil, "", unsentError{err}
+	}
+	sent := g.now()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("refreshtoken: reading token response (HTTP %d): %w", resp.StatusCode, err)
+	}
+	if len(body) > maxBody {
+		return nil, "", fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
+	}
+	return g.parse(resp, body, sent, rt)
+}
+
+// request builds the POST that sends the refresh token rt.
+func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
+	v := url.Values{}
+	for k, vs := range g.params {
+		v[k] = vs
+	}
+	v.Set("grant_type", "refresh_token")
+	v.Set("refresh_token", rt)
+	if len(g.scopes) > 0 {
+		v.Set("scope", strings.Join(g.scopes, " "))
+	}
+	if !g.basicAuth {
+		v.Set("client_id", g.clientID)
+		if g.clientSecret != "" {
+			v.Set("client_secret", g.clientSecret)
+		}
+	}
+
+	var body []byte
+	contentType := "application/x-www-form-urlencoded"
+	if g.json {
+		m := make(map[string]any, len(v))
+		for k, vs := range v {
+			if len(vs) == 1 {
+				m[k] = vs[0]
+			} else {
+				m[k] = vs
+			}
+		}
+		body, _ = json.Marshal(m) // a map of strings always marshals
+		contentType = "application/json"
+	} else {
+		body = []byte(v.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.tokenURL, bytes.NewReader(body))
+	if err != nil {
+		// The URL is the user's configuration, not a secret.
+		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	if g.basicAuth {
+		req.SetBasicAuth(url.QueryEscape(g.clientID), url.QueryEscape(g.clientSecret))
+	}
+	return req, nil
+}
+
+// parse turns the answer to a request that sent rt into a token, or into an
+// error that wraps an *oauth2.RetrieveError when the endpoint answered with
+// one. rotated is as for token.
+func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string) (tok *oauth2.Token, rotated string, err error) {
+	fields, raw, decodeErr := decode(resp.Header.Get("Content-Type"), body)
+	code, _ := field(fields, "error")
+	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
+		desc, _ := field(fields, "error_description")
+		uri, _ := field(fields, "error_uri")
+		at, _ := field(fields, "access_token")
+		echoed, _ := field(fields, "refresh_token")
+		secrets := []string{rt, g.clientSecret, at, echoed}
+		return nil, "", &endpointError{&oauth2.RetrieveError{
+			Response:         sanitize(resp),
+			Body:             []byte(redact(string(body), secrets...)),
+			ErrorCode:        redact(code, secrets...),
+			ErrorDescription: redact(desc, secrets...),
+			ErrorURI:         redact(uri, secrets...),
+		}}
+	}
+	if decodeErr != nil {
+		return nil, "", decodeErr
+	}
+	if r, err := field(fields, "refresh_token"); err == nil {
+		rotated = r
+	}
+
+	tok = &oauth2.Token{RefreshToken: rt}
+	if rotated != "" {
+		tok.RefreshToken = rotated
+	}
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{
+		{"access_token", &tok.AccessToken},
+		{"token_type", &tok.TokenType},
+	} {
+		if *f.dst, err = field(fields, f.key); err != nil {
+			return nil, rotated, err
+		}
+	}
+	if tok.AccessToken == "" {
+		return nil, rotated, errors.New("refreshtoken: token response has no access_token")
+	}
+	secs, err := expiresIn(fields["expires_in"])
+	if err != nil {
+		return nil, rotated, err
+	}
+	if secs > 0 {
+		tok.ExpiresIn = secs
+		tok.Expiry = sent.Add(time.Duration(secs) * time.Second)
+	} else if exp, ok := jwtExpiry(tok.AccessToken); ok {
+		tok.Expiry = exp
+	}
+	return tok.WithExtra(raw), rotated, nil
+}
+
+// decode reads a token response body, JSON or the form encoding some
+// servers (GitHub's) use, as x/oauth2 does. It returns the fields, and the
+// raw value behind Token.Extra: a map[string]any or url.Values, as in
+// x/oauth2.
+func decode(contentType string, body []byte) (fields map[string]any, raw any, err error) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if mt == "application/x-www-form-urlencoded" || mt == "text/plain" {
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, nil, fmt.Errorf("refreshtoken: token response is not valid %s (%d bytes)", mt, len(body))
+		}
+		fields := make(map[string]any, len(vals))
+		for k := range vals {
+			fields[k] = vals.Get(k)
+		}
+		return fields, vals, nil
+	}
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		// Neither the body nor the decoder's error, which quotes it: the
+		// body may hold a token.
+		return nil, nil, fmt.Errorf("refreshtoken: token response is not a JSON object (%d bytes, Content-Type %q)", len(body), contentType)
+	}
+	return fields, fields, nil
+}
+
+// field returns the string field key; "" if it is absent or null.
+func field(fields map[string]any, key string) (string, error) {
+	switch v := fields[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	default:
+		return "", fmt.Errorf("refreshtoken: token response field %s is a %T, not a string", key, v)
+	}
+}
+
+// expiresIn reads expires_in, a number or a numeric string, as whole
+// seconds; 0 if absent. Like x/oauth2, values past MaxInt32 are capped.
+func expiresIn(v any) (int64, error) {
+	var f float64
+	switch v := v.(type) {
+	case nil:
+		return 0, nil
+	case float64:
+		f = v
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || math.IsNaN(f) {
+			return 0, fmt.Errorf("refreshtoken: token response expires_in %q is not a number", v)
+		}
+	default:
+		return 0, fmt.Errorf("refreshtoken: token response expires_in is a %T, not a number", v)
+	}
+	if f <= 0 {
+		return 0, nil
+	}
+	return int64(min(f, math.MaxInt32)), nil
+}
+
+// jwtExpiry returns the exp claim of an access token that is a JWT. The
+// signature is not checked: the token came from the endpoint over TLS, and
+// the claim is only used to schedule the next refresh.
+func jwtExpiry(access string) (time.Time, bool) {
+	parts := strings.Split(access, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp *float64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil || *claims.Exp <= 0 || *claims.Exp > math.MaxInt64/2 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(*claims.Exp), 0), true
+}
+
+// endpointError is an error answer of the token endpoint. Its message is
+// short and holds no secret; errors.As finds the *oauth2.RetrieveError.
+type endpointError struct {
+	re *oauth2.RetrieveError
+}
+
+func (e *endpointError) Error() string {
+	status := e.re.Response.Status
+	if e.re.ErrorCode == "" {
+		return fmt.Sprintf("refreshtoken: token endpoint answered %s", status)
+	}
+	desc := e.re.ErrorDescription
+	if r := []rune(desc); len(r) > 200 {
+		desc = string(r[:200]) + "..."
+	}
+	if desc == "" {
+		return fmt.Sprintf("refreshtoken: token endpoint answered %s: %q", status, e.re.ErrorCode)
+	}
+	return fmt.Sprintf("refreshtoken: token endpoint answered %s: %q: %q", status, e.re.ErrorCode, desc)
+}
+
+func (e *endpointError) Unwrap() error { return e.re }
+
+// redact replaces every non-empty secret in s, as it is and in the forms a
+// server may echo it in: JSON-escaped and percent-encoded.
+func redact(s string, secrets ...string) string {
+	for _, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		js, _ := json.Marshal(secret)
+		for _, form := range []string{secret, string(js[1 : len(js)-1]), url.QueryEscape(secret), url.PathEscape(secret)} {
+			s = strings.ReplaceAll(s, form, "[redacted]")
+		}
+	}
+	return s
+}
+
+// sanitize returns resp for a RetrieveError, without the request that
+// carried the credentials (in its body and Basic header): only its method
+// and URL are kept.
+func sanitize(resp *http.Response) *http.Response {
+	r := *resp
+	if resp.Request != nil {
+		r.Request = &http.Request{Method: resp.Request.Method, URL: resp.Request.URL}
+	}
+	return &r
+}

@@ -112,6 +112,11 @@ type Fault struct {
 	NonJSON bool
 	// Huge answers 200 with a token response padded past 1 MiB.
 	Huge bool
+	// ReissueAccessToken answers a successful refresh with the access
+	// token the family was last given, if it is still valid, and its
+	// original expiry, as some servers do; the refresh token is rotated
+	// as usual.
+	ReissueAccessToken bool
 }
 
 // Stats counts what the server has seen.
@@ -175,6 +180,7 @@ type refreshState struct {
 type family struct {
 	scope   string
 	revoked bool
+	access  string // the access token last issued, for ReissueAccessToken
 }
 
 // NewServer starts a Server on a loopback port. Close it when done.
@@ -354,7 +360,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.stats.Rejected++
 		return
 	default:
-		status, body, rotated = s.token(r)
+		status, body, rotated = s.token(r, f.ReissueAccessToken)
 	}
 	for k, vs := range f.Header {
 		h[k] = vs
@@ -414,8 +420,9 @@ func (f Fault) code() string {
 }
 
 // token answers one token request; called with mu held. rotated is the
-// refresh token that the answer replaces, if it does.
-func (s *Server) token(r *http.Request) (status int, body map[string]any, rotated *refreshState) {
+// refresh token that the answer replaces, if it does. reissue answers with
+// the family's last access token, if it is still valid.
+func (s *Server) token(r *http.Request, reissue bool) (status int, body map[string]any, rotated *refreshState) {
 	if r.Method != http.MethodPost {
 		status, body = oauthError(http.StatusMethodNotAllowed, "invalid_request", "Use POST.")
 		return status, body, nil
@@ -470,6 +477,11 @@ func (s *Server) token(r *http.Request) (status int, body map[string]any, rotate
 	if s.cfg.JWTAccessTokens {
 		access = jwt(map[string]any{"exp": exp.Unix(), "iat": now.Unix(), "jti": rand.Text()})
 	}
+	if prev, ok := s.access[rt.family.access]; reissue && ok && now.Before(prev) {
+		access, exp = rt.family.access, prev
+		secs = int64(prev.Sub(now) / time.Second)
+	}
+	rt.family.access = access
 	s.access[access] = exp
 	s.stats.Refreshes++
 	body = map[string]any{

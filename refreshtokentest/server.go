@@ -479,7 +479,7 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 	}
 	if prev, ok := s.access[rt.family.access]; reissue && ok && now.Before(prev) {
 		access, exp = rt.family.access, prev
-		secs = int64(prev.Sub(now) / time.Second)
+		secs = max(int64(prev.Sub(now)/time.Second), 1)
 	}
 	rt.family.access = access
 	s.access[access] = exp

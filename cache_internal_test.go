@@ -70,7 +70,7 @@ func TestCacheOverCachingSource(t *testing.T) {
 	defer ts.Close()
 	const hours = 3
 	for ; now.Before(t0.Add(hours * time.Hour)); now = now.Add(time.Second) {
-		if e := ts.cur.Load(); e.tok != nil && stateAt(now, e.refreshAt, e.expiredAt) == stale && !e.backingOff(now) {
+		if e := ts.cur.Load(); e.at(now) == stale && !e.fail.blocked(now) {
 			ts.refresh()
 		}
 		e, _, err := ts.current(context.Background())
@@ -108,7 +108,7 @@ func TestFresh(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &entry{tok: tok, refreshAt: tt.refreshAt, expiredAt: tt.expiredAt}
+			e := newEntry(view{tok: tok, sched: schedule{refreshAt: tt.refreshAt, expiredAt: tt.expiredAt}})
 			if got := (&TokenSource{}).fresh(e); got != tt.want {
 				t.Errorf("fresh() with the default clock = %v, want %v", got, tt.want)
 			}
@@ -116,8 +116,8 @@ func TestFresh(t *testing.T) {
 			if got := set.fresh(e); got != tt.want {
 				t.Errorf("fresh() with a set clock = %v, want %v", got, tt.want)
 			}
-			if got, want := set.fresh(e), stateAt(now, e.refreshAt, e.expiredAt) == fresh; got != want {
-				t.Errorf("fresh() = %v, stateAt() says %v", got, want)
+			if got, want := set.fresh(e), e.at(now) == fresh; got != want {
+				t.Errorf("fresh() = %v, at() says %v", got, want)
 			}
 		})
 	}

@@ -106,3 +106,18 @@ func handOutExpiry(now, refreshAt, expiry time.Time) time.Time {
 	}
 	return next
 }
+
+// maxLifetime bounds how long any token is taken to live. A server that
+// sends exp in milliseconds makes a token expire 50,000 years away, which
+// no store can encode (JSON times end at year 9999); past the bound, the
+// token is used until an API rejects it (see [Transport]) or a year passes.
+const maxLifetime = 365 * 24 * time.Hour
+
+// boundExpiry returns expiry, or now plus maxLifetime if that is sooner;
+// zero (never) stays zero.
+func boundExpiry(now, expiry time.Time) time.Time {
+	if limit := now.Add(maxLifetime); !expiry.IsZero() && expiry.After(limit) {
+		return limit
+	}
+	return expiry
+}

@@ -64,6 +64,9 @@ func (e *rejectedError) Unwrap() error { return e.err }
 // error answer with no or an unknown code, is transient: the refresh token
 // was not used up by a rejected request, so sending it again is safe.
 func permanent(err error) bool {
+	if errors.Is(err, ErrRefreshRejected) {
+		return true
+	}
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		return false
@@ -82,6 +85,31 @@ const (
 	// hold the source back, so that a bad header cannot stop it for days.
 	maxServerWait = 10 * time.Minute
 )
+
+// policy is the failure policy's memory: failures in a row, which set the
+// back-off. The TokenSource's mu guards it.
+type policy struct {
+	refreshes int // failed refreshes (and inner tokens handed back) in a row
+	saves     int // failed Saves in a row
+}
+
+// retryAt returns when the next attempt may run after the n-th failure in
+// a row at now, with r in [0, 1) drawing the back-off: the one place that
+// applies it. An answer's Retry-After or X-RateLimit-Reset (err's) holds
+// the attempt back at least that long. Otherwise the attempt comes no later
+// than latest, if that is still ahead: the instant from which callers would have
+// to wait for it, so that a failed early refresh is tried again while the
+// cached token is still handed out.
+func retryAt(n int, err error, now, latest time.Time, r float64) time.Time {
+	t := now.Add(backoff(n, r))
+	if latest.After(now) && latest.Before(t) {
+		t = latest
+	}
+	if w := serverWait(err, now); w.After(t) {
+		t = w
+	}
+	return t
+}
 
 // backoff is the wait after the n-th transient failure in a row (n >= 1):
 // full jitter (r in [0, 1)) over 1 s doubling to a cap of 1 minute, so that

@@ -83,7 +83,7 @@ func (e unsentError) Unwrap() error { return e.error }
 // token of a successful answer ("" if it has none), returned even when the
 // rest of the answer is unusable and err is set: the server has retired rt.
 // A returned token carries rotated, or rt if there is none.
-func (g *grant) token(ctx context.Context, rt string) (tok *oauth2.Token, rotated string, err error) {
+func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
 	if g.err != nil {
 		return nil, "", unsentError{g.err}
 	}

@@ -2,10 +2,85 @@ package refreshtoken
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
+
+// ErrClosed is returned by Token and TokenContext after Close.
+var ErrClosed = errors.New("refreshtoken: token source closed")
+
+// TokenSource is an [oauth2.TokenSource] that caches an access token and
+// refreshes it shortly before it expires: in the background while the old
+// token is still handed out, and with one request however many goroutines
+// ask. Make one with [New] (the refresh grant) or [Cache] (any other source).
+//
+// A TokenSource is safe for concurrent use by multiple goroutines, and is
+// meant to be shared: one per refresh token. An idle TokenSource runs no
+// goroutine and no timer. The zero value is not usable. The tokens it
+// returns are the caller's own copies.
+type TokenSource struct {
+	// cur is what Token hands out. Token reads it without a lock. It is
+	// replaced whole: by a refresh's publish and SetToken (mu held), and by
+	// the drops of Invalidate, InvalidateToken and Transport, which
+	// compare-and-swap without a lock.
+	cur atomic.Pointer[entry]
+
+	// mu serialises refreshes, SetToken and Flush, and guards rt,
+	// rejected, policy and the store's state. singleflight alone runs
+	// one refresh at a time, but SetToken and Flush do not go through it.
+	mu sync.Mutex
+	// rt is the refresh token the grant sends: its one owner. Only a
+	// refresh (a rotation, a load from the store) and SetToken write it.
+	rt string
+	// rejected is a refresh token the endpoint rejected for good; it is
+	// never sent again, whoever brings it back (a store, SetToken).
+	rejected string
+	policy   policy
+	store    *storeSync // nil without WithStore
+
+	group singleflight.Group
+	grant *grant             // the refresh grant, for New
+	src   oauth2.TokenSource // the inner source, for Cache
+	onNew func(ctx context.Context, tok *oauth2.Token) error
+
+	window window
+	// clock is the clock set with WithClock, nil for the default, which
+	// fresh can read more cheaply than through a func.
+	clock   func() time.Time
+	timeout time.Duration
+	// ctx carries the values of New's context and no cancellation: no
+	// caller and not Close may cut off a request the server may already
+	// have acted on. stopCtx is ctx until Close, which cancels it (stop)
+	// to end the steps of a refresh that come before its request.
+	ctx     context.Context
+	stopCtx context.Context
+	stop    context.CancelFunc
+	closed  atomic.Bool
+}
+
+func newTokenSource(ctx context.Context, o options) *TokenSource {
+	s := &TokenSource{
+		onNew:   o.onNew,
+		window:  o.window,
+		clock:   o.clock,
+		timeout: o.timeout,
+		ctx:     context.WithoutCancel(ctx),
+	}
+	s.stopCtx, s.stop = context.WithCancel(s.ctx)
+	if o.store != nil {
+		s.store = newStoreSync(o.store)
+	}
+	s.cur.Store(&entry{})
+	return s
+}
 
 // New returns a TokenSource that gets access tokens from the refresh grant
 // (RFC 6749 section 6) at conf.Endpoint.TokenURL, with conf.ClientID,
@@ -58,11 +133,11 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 
 	s := newTokenSource(ctx, o)
 	s.grant = g
+	g.now = s.now
 	if tok != nil {
 		s.rt = tok.RefreshToken
 	}
-	g.now = s.now
-	s.cur.Store(s.callerEntry(tok))
+	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	return s
 }
 
@@ -72,8 +147,158 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 // early (client credentials, Google, a static source). src.Token is called
 // from one goroutine at a time. Options that shape the refresh request
 // ([WithJSONBody], [WithEndpointParams], [WithAllowHTTP]) are ignored.
+//
+// A token that src hands back unchanged (same access and refresh token)
+// keeps the schedule it had, and src is asked again after a back-off, not
+// on every call: a caching src renews on its own schedule.
+//
+// Cache of a *TokenSource returns it unchanged, as
+// [oauth2.ReuseTokenSource] does for its own type.
 func Cache(src oauth2.TokenSource, opts ...Option) *TokenSource {
+	if ts, ok := src.(*TokenSource); ok {
+		return ts
+	}
 	s := newTokenSource(context.Background(), resolve(opts))
 	s.src = src
 	return s
 }
+
+// Token returns a valid access token, refreshing it if it has expired. It
+// is TokenContext with a context that never ends.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	return s.TokenContext(context.Background())
+}
+
+// TokenContext returns a valid access token.
+//
+// A fresh token is returned at once, without a lock. A token inside the
+// early window is returned at once too, and the first such call starts one
+// refresh in the background. Only when the token is within its safety
+// margin of expiry (or there is none) does the caller wait for the refresh,
+// which all waiting callers share; if ctx ends first, TokenContext returns an
+// error wrapping ctx.Err() while the refresh goes on for the others.
+//
+// When a refresh fails, the cached token is still returned until its real
+// expiry, safety margin included, and refreshes are tried again in the
+// background; once there is no valid token, the error is returned at once: a
+// [*RetryError] until its back-off ends, or an error matching
+// [ErrRefreshRejected] until [TokenSource.SetToken].
+//
+// The returned Token is the caller's own copy, which the source never
+// touches again. Its Expiry is set for x/oauth2, which treats a token as
+// expired 10 s before Expiry: Expiry minus 10 s is when this source wants
+// to be asked again, so that [oauth2.ReuseTokenSource] and
+// [oauth2.NewClient] pick up early refreshes. It is never later than the
+// access token's real expiry, which the [WithOnNewToken] callback gets.
+func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	e, now, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return e.handOut(now), nil
+}
+
+// current returns the entry to serve from at now, without copying: the
+// fast path of Token and of Transport.
+func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
+	now := s.now()
+	e := s.cur.Load()
+	switch e.at(now) {
+	case fresh:
+		return e, now, nil
+	case stale:
+		if !e.fail.blocked(now) && e.started.CompareAndSwap(false, true) {
+			s.group.DoChan(refreshKey, s.refresh)
+		}
+		return e, now, nil
+	}
+	return s.wait(ctx, e, now)
+}
+
+// wait is the slow path of current: there is no token to hand out.
+func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry, time.Time, error) {
+	if s.closed.Load() {
+		return nil, now, ErrClosed
+	}
+	if e.fail.blocked(now) {
+		return nil, now, e.fail.err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
+	}
+	// A second round covers a caller that joined a refresh just as it
+	// ended, and whose token the caller's clock already finds expired;
+	// refresh never returns an expired token of its own.
+	for range 2 {
+		select {
+		case r := <-s.group.DoChan(refreshKey, s.refresh):
+			if r.Err != nil {
+				return nil, now, r.Err
+			}
+			e := r.Val.(*entry)
+			if now := s.now(); e.at(now) != expired {
+				return e, now, nil
+			}
+		case <-ctx.Done():
+			return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
+		}
+	}
+	return nil, now, errors.New("refreshtoken: the new token expired before it could be handed out")
+}
+
+// now reads the source's clock.
+func (s *TokenSource) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
+}
+
+// Err returns the error of the last refresh if it failed (or if its token
+// could not be saved: [ErrNotSaved]), and nil once a refresh has succeeded.
+// While it is not nil, the source hands out its cached token as long as
+// that is valid: a health check can report it.
+func (s *TokenSource) Err() error {
+	return s.cur.Load().fail.err
+}
+
+// Close stops the source. Later calls to Token return [ErrClosed]; Close
+// may be called more than once. A refresh that has not sent its request
+// yet is stopped. One that has is waited for, since the server may already
+// have rotated the refresh token and the answer must be read, saved and
+// passed to the [WithOnNewToken] callback: at most the refresh timeout for
+// the request and as much again for the Save and the callback. A token
+// whose Save failed is then saved once more (at most the refresh timeout
+// again), and Close returns that error, wrapping [ErrNotSaved]; otherwise
+// it returns nil. With [Cache], the inner source's Token cannot be bounded,
+// and Close waits for it to return.
+func (s *TokenSource) Close() error {
+	s.closed.Store(true)
+	s.stop()
+	// Flush takes mu, which a refresh in flight holds throughout: it
+	// waits for the refresh to end. A refresh that starts later sees
+	// closed and does nothing.
+	err := s.Flush()
+	s.cur.Store(&entry{})
+	return err
+}
+
+// String describes the source for logs: the token URL and client ID of a
+// source made by New, the inner source's type for Cache. It holds no
+// secret.
+func (s *TokenSource) String() string {
+	if s.grant != nil {
+		// Without query and user info, where a careless URL could hold a
+		// secret.
+		u, err := url.Parse(s.grant.tokenURL)
+		where := "(unparsable)"
+		if err == nil {
+			where = u.Scheme + "://" + u.Host + u.Path
+		}
+		return fmt.Sprintf("refreshtoken.TokenSource{token URL %q, client ID %q}", where, s.grant.clientID)
+	}
+	return fmt.Sprintf("refreshtoken.TokenSource{cache of %T}", s.src)
+}
+
+// GoString is String, so that %#v prints no secret either.
+func (s *TokenSource) GoString() string { return s.String() }

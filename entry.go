@@ -1,0 +1,181 @@
+package refreshtoken
+
+import (
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// entry is one published state of the cache: what Token hands out. Its view
+// is never modified once the entry is stored in TokenSource.cur; the next
+// state is a new entry built from a copy of the view.
+type entry struct {
+	view
+	// freshUntil is v.freshUntil(), for the lock-free check of Transport.
+	freshUntil time.Time
+	// started is set by the first caller that sees the entry stale, so
+	// that a background refresh is started once per entry, not per call.
+	started atomic.Bool
+}
+
+// view is the content of an entry, copied as a value.
+type view struct {
+	tok   *oauth2.Token // nil when there is no usable access token
+	auth  string        // tok's Authorization header value
+	sched schedule
+	fail  failure
+	drop  drop
+}
+
+// schedule is when a token was issued and when it turns stale and expired.
+// A zero time is "not known" for issued and "never" for the others.
+type schedule struct {
+	issued    time.Time // when its request was sent
+	expiry    time.Time // the token's real expiry
+	refreshAt time.Time // stale from then on
+	expiredAt time.Time // not handed out from then on, unless a refresh failed
+}
+
+// failure is why the last refresh (or Save) failed, and when the next may
+// run. The zero failure is a success.
+type failure struct {
+	err error // for callers and Err; nil after a success
+	// retryAt: no refresh starts before then. It is also set with a nil
+	// err when a caching inner source handed back the token it had.
+	retryAt   time.Time
+	permanent bool // rejected for good: no refresh starts until SetToken
+}
+
+// drop is what an entry remembers of access tokens dropped by Invalidate,
+// InvalidateToken or a 401.
+type drop struct {
+	// access is the access token dropped last: a shared store may still
+	// hold it, and a load must not bring it back.
+	access string
+	// after401 marks an entry whose token an API rejected (a 401): the
+	// token fetched to replace it is forced.
+	after401 bool
+	// forced marks a token fetched because an API rejected the one
+	// before; rounds counts such tokens rejected in a row, for the guard
+	// against an API that rejects every token.
+	forced bool
+	rounds int
+}
+
+// newEntry returns the entry that publishes v.
+func newEntry(v view) *entry {
+	return &entry{view: v, freshUntil: v.freshUntil()}
+}
+
+// freshUntil is the first instant at which v is not fresh: its token turns
+// stale or expired, or a failed attempt is to be retried. Zero is never.
+func (v *view) freshUntil() time.Time {
+	var until time.Time
+	for _, t := range []time.Time{v.sched.refreshAt, v.sched.expiredAt, v.fail.retryAt} {
+		if !t.IsZero() && (until.IsZero() || t.Before(until)) {
+			until = t
+		}
+	}
+	return until
+}
+
+// at reports what a caller does with v at now: hand the token out (fresh),
+// hand it out and start a refresh (stale), or wait for one (expired).
+//
+// While refreshes fail, a token is handed out until its real expiry, not
+// only until its safety margin: the margin guards against using a token
+// too late in normal operation, not against serving it during an outage.
+func (v *view) at(now time.Time) state {
+	return v.stateAt(now, v.freshUntil())
+}
+
+// at is view.at with the entry's freshUntil, computed once.
+func (e *entry) at(now time.Time) state {
+	return e.stateAt(now, e.freshUntil)
+}
+
+func (v *view) stateAt(now, freshUntil time.Time) state {
+	if v.tok == nil {
+		return expired
+	}
+	until := v.sched.expiredAt
+	if v.fail.err != nil {
+		until = v.sched.expiry
+	}
+	switch {
+	case !until.IsZero() && !now.Before(until):
+		return expired
+	case !freshUntil.IsZero() && !now.Before(freshUntil):
+		return stale
+	}
+	return fresh
+}
+
+// blocked reports whether, at now, the last failure forbids a refresh.
+func (f failure) blocked(now time.Time) bool {
+	return (f.err != nil && f.permanent) || now.Before(f.retryAt)
+}
+
+// handOut returns a copy of the cached token for one caller.
+func (v *view) handOut(now time.Time) *oauth2.Token {
+	t := *v.tok
+	t.Expiry = handOutExpiry(now, v.sched.refreshAt, v.sched.expiry)
+	return &t
+}
+
+// tokenView makes the view of a copy of tok, issued at issued (zero: not
+// known), with r in [0, 1) placing its refresh in the jitter. Its expiry is
+// bounded to maxLifetime from now, so that every store can keep it. The
+// view has no token if tok has no access token or has expired at now.
+func (s *TokenSource) tokenView(tok *oauth2.Token, issued, now time.Time, r float64) view {
+	if tok == nil || tok.AccessToken == "" {
+		return view{}
+	}
+	t := *tok
+	t.Expiry = boundExpiry(now, t.Expiry)
+	refreshAt, expiredAt := s.window.schedule(issued, t.Expiry, r)
+	if stateAt(now, refreshAt, expiredAt) == expired {
+		return view{}
+	}
+	auth := authOf(&t)
+	return view{tok: &t, auth: auth, sched: schedule{issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}}
+}
+
+// storedIssued is when a token loaded from a store was issued, if the
+// store kept ExpiresIn (Expiry counts from the request), and zero
+// otherwise.
+func storedIssued(tok *oauth2.Token) time.Time {
+	if tok.ExpiresIn > 0 && !tok.Expiry.IsZero() {
+		return tok.Expiry.Add(-time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	return time.Time{}
+}
+
+// authOf returns the Authorization header value for t, and points
+// t.AccessToken into it, so that an entry holds the access token once: a
+// JWT access token is often a kilobyte, and a process may hold a source per
+// user. t must be the entry's own copy.
+func authOf(t *oauth2.Token) string {
+	auth := t.Type() + " " + t.AccessToken
+	t.AccessToken = auth[len(auth)-len(t.AccessToken):]
+	return auth
+}
+
+// fresh reports whether e's token can be used with nothing to start: the
+// per-request check of Transport, equal to e.at(now) == fresh. With the
+// default clock it reads only the monotonic clock (time.Since), half the
+// cost of time.Now on the machines measured; for times that carry a
+// monotonic reading, as those derived from time.Now do, Go compares by it
+// anyway, so the answer is the same.
+func (s *TokenSource) fresh(e *entry) bool {
+	switch {
+	case e.tok == nil:
+		return false
+	case e.freshUntil.IsZero():
+		return true
+	case s.clock == nil:
+		return time.Since(e.freshUntil) < 0
+	}
+	return s.clock().Before(e.freshUntil)
+}

@@ -1,0 +1,165 @@
+package refreshtoken
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Invalidate drops the cached access token, whichever it is, so that the
+// next call to Token refreshes it. Only a back-off after failed refreshes
+// or a rejection ([ErrRefreshRejected]) holds that refresh back.
+//
+// After an API answered 401, prefer [TokenSource.InvalidateToken] with the
+// rejected token: Invalidate called late, after another goroutine's 401 has
+// already brought a new token, drops that good token too. [Transport] does
+// this for you. A client made by [oauth2.NewClient] keeps its own copy of
+// the token until its Expiry, and does not see Invalidate.
+func (s *TokenSource) Invalidate() {
+	for {
+		cur := s.cur.Load()
+		if s.cur.CompareAndSwap(cur, s.dropped(cur, false)) {
+			return
+		}
+	}
+}
+
+// InvalidateToken reports that an API rejected the access token of
+// rejected (HTTP 401): the cached token is dropped if it is still that one,
+// since a 401 for a token that has since been replaced needs no refresh.
+//
+// If the API rejects, in turn, the token fetched to replace a rejected one,
+// its cause is not the token's age (audience, scope, clock skew), and a
+// refresh per request would not help: the next refresh then waits a
+// back-off (half of 1 s to 1 s, doubling to a minute), and callers get a
+// [*RetryError] that says so meanwhile.
+func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
+	if rejected == nil {
+		return
+	}
+	for {
+		cur := s.cur.Load()
+		if cur.tok == nil || cur.tok.AccessToken != rejected.AccessToken || s.cur.CompareAndSwap(cur, s.dropped(cur, true)) {
+			return
+		}
+	}
+}
+
+// invalidate is InvalidateToken for the entry's own token, which Transport
+// holds.
+func (s *TokenSource) invalidate(tok *oauth2.Token) {
+	for {
+		cur := s.cur.Load()
+		if cur.tok != tok || s.cur.CompareAndSwap(cur, s.dropped(cur, true)) {
+			return
+		}
+	}
+}
+
+// errTokenRejected is the failure recorded when an API rejects a token
+// that was itself fetched because the one before was rejected.
+var errTokenRejected = errors.New("refreshtoken: an API rejected a newly refreshed token too (HTTP 401), after rejecting the one it replaced: the cause is not the token's age (check audience, scope, clocks)")
+
+// dropped returns e without its token, keeping its failure. after401 is
+// for a token an API rejected: if it was itself fetched to replace a
+// rejected one (forced), the next refresh waits a back-off.
+func (s *TokenSource) dropped(e *entry, after401 bool) *entry {
+	v := view{fail: e.fail, drop: drop{access: e.drop.access, rounds: e.drop.rounds, after401: after401}}
+	if e.tok != nil {
+		v.drop.access = e.tok.AccessToken
+	}
+	if now := s.now(); after401 && e.drop.forced && !e.fail.blocked(now) {
+		v.drop.rounds++
+		at := retryAt(v.drop.rounds, nil, now, time.Time{}, 0.5+rand.Float64()/2)
+		v.fail = failure{err: &RetryError{Err: errTokenRejected, RetryAt: at}, retryAt: at}
+	}
+	return newEntry(v)
+}
+
+// SetToken gives the source a new token, as tok in [New]: its refresh token
+// is used from now on (none, if it has none), and its access token, if it
+// has one that is still valid, is handed out until it nears its Expiry;
+// otherwise the next call refreshes. It ends a rejection
+// ([ErrRefreshRejected]) and any back-off: call it once the user has
+// signed in again. A refresh token the endpoint has rejected is never sent
+// again, even if SetToken brings it back. With a [Store], tok is saved, and
+// SetToken returns the error of that Save (tok is in use all the same).
+// For a source made by [Cache], only the access token is used. SetToken
+// waits for a refresh in flight to end. It does nothing after Close.
+func (s *TokenSource) SetToken(tok *oauth2.Token) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil
+	}
+	if s.grant != nil {
+		s.rt = ""
+		if tok != nil {
+			s.rt = tok.RefreshToken
+		}
+	}
+	s.policy = policy{}
+	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
+	ss := s.store
+	if ss == nil {
+		return nil
+	}
+	// A retried Save must not overwrite a token that another process
+	// refreshed from tok, if the failed Save landed after all: it is
+	// compared with what the store was last known to hold, or, if the
+	// store was never read, done whatever the store holds.
+	p := &pendingSave{from: ss.storedRT, force: !ss.loaded}
+	ss.pending = nil
+	ss.loaded = true // the store's token, if any, is older than tok
+	if tok == nil {
+		return nil
+	}
+	t := *tok
+	t.Expiry = boundExpiry(s.now(), t.Expiry)
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	if err := ss.force(ctx, &t); err != nil {
+		// Retried by the next refresh, Flush or Close; with a shared
+		// store, only if the store does not hold a newer token by then
+		// (the failed Save may have landed, and another process refreshed
+		// from it).
+		p.tok = &t
+		ss.pending = p
+		return &saveError{err}
+	}
+	ss.release() // tok is saved: another process may refresh now
+	return nil
+}
+
+// Flush saves, now, a token whose Save failed, instead of waiting for the
+// back-off. It returns nil if nothing was pending, and the error wrapping
+// [ErrNotSaved] if the Save fails again. A process about to exit calls it
+// (Close does) so that a rotated refresh token is not lost silently.
+func (s *TokenSource) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store == nil || s.store.pending == nil {
+		return nil
+	}
+	base := s.cur.Load()
+	r := &round{s: s, now: s.now(), base: base, v: base.view}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	p := s.store.pending
+	saved, err := s.store.flush(ctx)
+	if err != nil {
+		return &saveError{err}
+	}
+	s.policy.saves = 0
+	if r.holds(p.tok) {
+		r.v.fail, r.changed = failure{}, true
+	}
+	if !saved {
+		r.load(ctx)
+	}
+	r.publish()
+	return nil
+}

@@ -1,0 +1,476 @@
+package refreshtoken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// refreshKey is the singleflight key of the one refresh in flight.
+const refreshKey = "refresh"
+
+// round is one refresh. Its steps build the next entry's view and the
+// callers' error; publish stores the view, in the one place a refresh
+// changes what Token hands out.
+type round struct {
+	s    *TokenSource
+	now  time.Time
+	base *entry // the entry the round started from
+	v    view   // the next entry's view, base's until a step changes it
+	// changed reports that a step changed v; replaced, that v holds a
+	// token fetched or loaded by this round.
+	changed, replaced bool
+	err               error // for the callers; nil: hand out the entry
+
+	// from is the refresh token the new token replaces: the one sent, or
+	// for Cache the one a shared store was last known to hold.
+	from string
+	// tok is the token the grant or the inner source returned.
+	tok *oauth2.Token
+	// unlock releases the shared store's lock: nil if it is not held, or
+	// is left to its lease.
+	unlock func()
+	// timeout bounds the request: the refresh timeout, and three
+	// quarters of the lease left on a shared store's lock.
+	timeout time.Duration
+}
+
+// refresh is the one refresh in flight, run by singleflight in a goroutine
+// of its own so that no caller's context can cancel it. It returns the
+// entry to hand out from.
+func (s *TokenSource) refresh() (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A caller that sees the entry this refresh is about to publish turn
+	// stale must start a refresh of its own, not join this one, which may
+	// not have returned yet: it would get this refresh's result, and its
+	// entry, marked started, would never be refreshed in the background.
+	// Callers that come during this refresh join one more call, which waits
+	// for mu and finds the entry fresh.
+	s.group.Forget(refreshKey)
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	base := s.cur.Load()
+	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout}
+	r.run()
+	if r.unlock != nil {
+		r.unlock()
+	}
+	return r.publish()
+}
+
+// run runs the steps of the round, each of which reports whether the
+// round goes on. singleflight would re-panic in a goroutine no caller can
+// recover in: a panic of the inner source or of the callback is a failed
+// refresh.
+func (r *round) run() {
+	defer func() {
+		if p := recover(); p != nil {
+			r.fail(fmt.Errorf("refreshtoken: panic during refresh: %v", p))
+		}
+	}()
+	if r.check() && r.syncStore() && r.lease() {
+		r.fetch()
+		r.save()
+	}
+}
+
+// check reports whether a refresh is still needed and allowed: the caller
+// that started it may have seen an older entry.
+func (r *round) check() bool {
+	if r.v.at(r.now) == fresh {
+		return false
+	}
+	if r.v.fail.blocked(r.now) {
+		r.err = r.v.fail.err
+		return false
+	}
+	return true
+}
+
+// syncStore reads the store, when due, and retries a pending Save. It
+// reports whether a refresh is still needed. After a failed load nothing
+// is fetched: the stored refresh token may be newer than the one in
+// memory, and sending that one could be a reuse.
+func (r *round) syncStore() bool {
+	ss := r.s.store
+	if ss == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(r.s.stopCtx, r.s.timeout)
+	defer cancel()
+	if ss.due() && !r.load(ctx) {
+		return false
+	}
+	if r.v.at(r.now) == fresh {
+		return false // the store's
+	}
+	p := ss.pending
+	if p == nil {
+		return true
+	}
+	saved, err := ss.flush(ctx)
+	if err == nil {
+		r.s.policy.saves = 0
+		if r.holds(p.tok) {
+			r.v.fail, r.changed = failure{}, true
+		}
+		if !saved && !r.load(ctx) {
+			return false
+		}
+		return r.v.at(r.now) != fresh
+	}
+	switch {
+	case r.holds(p.tok) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
+		// Only the Save of the token in use was due.
+		r.saveFailed(err)
+		return false
+	case ss.shared != nil:
+		// A refresh would send a refresh token the shared store has
+		// never held, and its Save would be refused as superseded: the
+		// pending token must reach the store first.
+		r.fail(&saveError{err})
+		return false
+	}
+	// The token is due: the Save of the new token supersedes this one.
+	return true
+}
+
+// lease takes a shared store's lock and reads the store again: another
+// process may have refreshed while this one waited. It reports whether a
+// refresh is still needed.
+func (r *round) lease() bool {
+	ss := r.s.store
+	if ss == nil || ss.shared == nil {
+		return true
+	}
+	// The wait is long enough for a lease somewhat longer than the refresh
+	// timeout, held by a process that died, to run out.
+	ctx, cancel := context.WithTimeout(r.s.stopCtx, 2*r.s.timeout)
+	expires, unlock, err := ss.lock(ctx, r.s.ctx, r.s.timeout)
+	cancel()
+	ctx, cancel = context.WithTimeout(r.s.stopCtx, r.s.timeout)
+	defer cancel()
+	if err != nil {
+		// The wait may have ended while another process was saving the
+		// token it refreshed.
+		if r.load(ctx) && r.v.at(r.now) == fresh {
+			return false
+		}
+		r.fail(err)
+		return false
+	}
+	r.unlock = unlock
+	r.now = r.s.now() // the wait may have been long
+	if !r.load(ctx) || r.v.at(r.now) == fresh {
+		return false
+	}
+	// The request must end well before the lease: once it has ended,
+	// another process may send the same refresh token.
+	r.timeout = min(r.timeout, time.Until(expires)*3/4)
+	return true
+}
+
+// load reads the store and adopts its token. It reports whether the load
+// succeeded, and records the failure if not.
+func (r *round) load(ctx context.Context) bool {
+	tok, err := r.s.store.load(ctx)
+	if err != nil {
+		r.fail(err)
+		return false
+	}
+	r.adopt(tok)
+	return true
+}
+
+// adopt takes a stored token. Its refresh token replaces the source's: it
+// is the latest rotation (a pending Save, which is newer, makes load return
+// nil), unless the endpoint has rejected it. Its access token replaces the
+// cached one if it expires later (a token given to New may be newer than a
+// store that holds only a refresh token) and is not one that was dropped.
+func (r *round) adopt(tok *oauth2.Token) {
+	if tok == nil {
+		return
+	}
+	s := r.s
+	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
+		s.rt = tok.RefreshToken
+	}
+	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
+	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.sched.expiry, r.v.sched.expiry)) ||
+		stored.tok.AccessToken == r.v.drop.access {
+		return
+	}
+	r.v, r.changed, r.replaced = stored, true, true
+}
+
+// fetch asks the grant or the inner source for a new token. A refresh
+// token the endpoint returned becomes the source's at once, whatever the
+// rest of the answer: the server has retired the one sent.
+func (r *round) fetch() {
+	s := r.s
+	if s.src != nil {
+		if s.store != nil {
+			r.from = s.store.storedRT
+		}
+		// An oauth2.TokenSource takes no context: the timeout and Close
+		// cannot interrupt it.
+		r.tok, r.err = s.src.Token()
+		return
+	}
+	r.from = s.rt
+	if s.rt != "" && s.rt == s.rejected {
+		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
+		return
+	}
+	var cached string
+	if r.base.tok != nil {
+		cached = r.base.tok.AccessToken
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
+	defer cancel()
+	tok, rotated, err := s.grant.token(ctx, s.rt, cached)
+	if rotated != "" {
+		s.rt = rotated
+	}
+	r.tok, r.err = tok, err
+	if err != nil && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {
+		// No answer, or an unreadable one: the server may have the
+		// request and be acting on it still. The lock is left to its
+		// lease, so that no other process sends the same refresh token
+		// meanwhile.
+		r.unlock = nil
+	}
+}
+
+// save stores what fetch got, and passes it to the callback, before any
+// caller is handed it. The new token is used even if its Save or the
+// callback fails: with rotation the old refresh token is already dead, and
+// this one is all there is. The Save and the callback share one timeout,
+// apart from the request's, which may have used up its own.
+func (r *round) save() {
+	s := r.s
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	next, err := r.accept()
+	if err != nil {
+		r.saveRotation(ctx, err)
+		return
+	}
+	if !r.replaced && r.handedBack() {
+		// The inner source renews on its own schedule (a caching
+		// source): ask it again after a back-off, serving its token
+		// meanwhile.
+		s.policy.refreshes++
+		r.v.sched.refreshAt = retryAt(s.policy.refreshes, nil, r.now, r.v.sched.expiredAt, rand.Float64())
+		r.changed = true
+		return
+	}
+	s.policy.refreshes = 0
+	saved, saveErr := r.store(ctx, r.tok)
+	if saveErr == nil && !saved {
+		r.superseded(ctx)
+		return
+	}
+	notifyErr := s.notify(ctx, r.tok)
+	if r.base.drop.after401 {
+		next.drop = drop{forced: true, rounds: r.base.drop.rounds}
+	}
+	r.v, r.changed, r.replaced = next, true, true
+	if saveErr != nil {
+		// The lock is kept: the store still holds the refresh token the
+		// server has retired, which no other process may send while
+		// this one retries the Save.
+		s.store.keep(&pendingSave{tok: r.tok, from: r.from}, r.unlock)
+		r.unlock = nil
+		r.saveFailed(saveErr)
+		r.err = errors.Join(r.err, notifyErr)
+		return
+	}
+	if s.store != nil {
+		s.store.pending = nil // superseded by the token just saved
+		s.policy.saves = 0
+	}
+	r.err = notifyErr
+}
+
+// accept checks the token fetch got, bounds its expiry and returns its
+// view; r.tok becomes the round's own copy.
+func (r *round) accept() (view, error) {
+	if r.err != nil {
+		return view{}, r.err
+	}
+	if r.tok == nil || r.tok.AccessToken == "" {
+		return view{}, errors.New("refreshtoken: token source returned no access token")
+	}
+	t := *r.tok // an inner source may still hold r.tok
+	t.Expiry = boundExpiry(r.now, t.Expiry)
+	r.tok = &t
+	issued := r.now
+	if r.v.tok != nil && r.v.tok.AccessToken == t.AccessToken && r.s.src != nil {
+		// The inner source's token: its lifetime is not the time it has
+		// left.
+		issued = r.v.sched.issued
+	}
+	next := r.s.tokenView(&t, issued, r.now, rand.Float64())
+	if next.tok == nil {
+		return view{}, errors.New("refreshtoken: token source returned a token that has already expired")
+	}
+	return next, nil
+}
+
+// handedBack reports whether the inner source of Cache returned the token
+// the source has (same access and refresh token).
+func (r *round) handedBack() bool {
+	return r.s.src != nil && r.holds(r.tok) && r.v.tok.RefreshToken == r.tok.RefreshToken
+}
+
+// holds reports whether the view holds tok's access token.
+func (r *round) holds(tok *oauth2.Token) bool {
+	return r.v.tok != nil && tok.AccessToken != "" && r.v.tok.AccessToken == tok.AccessToken
+}
+
+// store saves tok, if the source has a store.
+func (r *round) store(ctx context.Context, tok *oauth2.Token) (saved bool, err error) {
+	if r.s.store == nil {
+		return true, nil
+	}
+	return r.s.store.save(ctx, tok, r.from)
+}
+
+// saveRotation records the failure err of a fetch, after saving the
+// refresh token of an answer that rotated it but was otherwise unusable:
+// the new refresh token is all there is.
+func (r *round) saveRotation(ctx context.Context, err error) {
+	s := r.s
+	defer func() { r.fail(err) }()
+	if s.grant == nil || s.rt == r.from {
+		return
+	}
+	t := &oauth2.Token{RefreshToken: s.rt}
+	saved, saveErr := r.store(ctx, t)
+	switch {
+	case saveErr != nil:
+		// Retried by the next refresh, Flush or Close. The lock is kept:
+		// the store still holds the refresh token the server retired.
+		s.store.keep(&pendingSave{tok: t, from: r.from}, r.unlock)
+		r.unlock = nil
+		err = errors.Join(err, &saveError{saveErr})
+	case !saved:
+		err = errors.Join(err, errSuperseded)
+		return
+	}
+	if notifyErr := s.notify(ctx, t); notifyErr != nil {
+		err = errors.Join(err, notifyErr)
+	}
+}
+
+// errSuperseded is the failure recorded when a shared store refuses a new
+// token because another process saved a newer one first.
+var errSuperseded = errors.New("refreshtoken: another process refreshed the same refresh token after this one's lease on the shared store ran out, and saved first; its token is used")
+
+// superseded handles a token the shared store refused: another process
+// refreshed the same refresh token after this one's lease ran out (a
+// pause between the answer and the Save), and saved first. With rotation,
+// the server keeps at most one of the two, and reuse detection makes it
+// the later one, which the store holds. The new token is dropped unseen by
+// any caller or the callback, and the stored one used.
+func (r *round) superseded(ctx context.Context) {
+	tok, err := r.s.store.load(ctx)
+	if err != nil {
+		r.fail(errors.Join(errSuperseded, err))
+		return
+	}
+	r.adopt(tok)
+	if r.v.at(r.now) == expired {
+		r.fail(errSuperseded)
+	}
+}
+
+// fail records a failed refresh: the token in hand, if any, is kept, with
+// the failure and when the next attempt may run.
+func (r *round) fail(err error) {
+	s := r.s
+	var f failure
+	if permanent(err) {
+		if !errors.Is(err, ErrRefreshRejected) {
+			err = &rejectedError{err}
+		}
+		f = failure{err: err, permanent: true}
+		if s.grant != nil && r.from != "" {
+			s.rejected = r.from
+		}
+	} else {
+		s.policy.refreshes++
+		at := retryAt(s.policy.refreshes, err, s.now(), r.latest(), rand.Float64())
+		f = failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
+	}
+	r.v.fail, r.changed, r.err = f, true, f.err
+}
+
+// saveFailed records that the token in hand could not be saved: it is
+// handed out, and the Save is retried after a back-off, no later than the
+// token comes due anyway.
+func (r *round) saveFailed(err error) {
+	s := r.s
+	s.policy.saves++
+	at := retryAt(s.policy.saves, nil, r.now, r.v.sched.refreshAt, rand.Float64())
+	r.v.fail = failure{err: &saveError{err}, retryAt: at}
+	r.changed, r.err = true, r.v.fail.err
+}
+
+// latest is the latest time for the next attempt after a failure: the
+// start of the safety margin of the token in hand, from which callers
+// would wait for a refresh; zero if there is no token.
+func (r *round) latest() time.Time {
+	if r.v.tok == nil {
+		return time.Time{}
+	}
+	return r.v.sched.expiredAt
+}
+
+// publish stores the round's view as the next entry, if a step changed it,
+// and returns what the callers get. A drop (Invalidate, a 401) that came
+// during the round is kept, unless the round got a new token: a token
+// dropped meanwhile is not brought back.
+func (r *round) publish() (any, error) {
+	e := r.base
+	for r.changed {
+		cur := r.s.cur.Load()
+		next := r.v
+		if cur != r.base && !r.replaced {
+			next = cur.view
+			next.fail = r.v.fail
+		}
+		e = newEntry(next)
+		if r.s.cur.CompareAndSwap(cur, e) {
+			break
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return e, nil
+}
+
+// notify passes a copy of tok to the WithOnNewToken callback.
+func (s *TokenSource) notify(ctx context.Context, tok *oauth2.Token) error {
+	if s.onNew == nil {
+		return nil
+	}
+	t := *tok
+	if err := s.onNew(ctx, &t); err != nil {
+		return fmt.Errorf("refreshtoken: new token is in use, but the OnNewToken callback failed: %w", err)
+	}
+	return nil
+}
+
+// laterExpiry reports whether expiry a is later than b; zero is never.
+func laterExpiry(a, b time.Time) bool {
+	return !b.IsZero() && (a.IsZero() || a.After(b))
+}

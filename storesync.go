@@ -1,0 +1,153 @@
+package refreshtoken
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// storeSync is the store protocol of one source: reading the store,
+// saving new tokens, the retry of a failed Save and the lease of a shared
+// store. It reports what it found and leaves what to hand out to the
+// refresh. The TokenSource's mu guards it.
+type storeSync struct {
+	st     Store
+	shared SharedStore // st, if it is one
+
+	// loaded reports whether st was read, or holds a token older than
+	// the source's (SetToken's).
+	loaded bool
+	// storedRT is the refresh token st was last known to hold: what
+	// SaveIfCurrent compares with for a Cache source, which has no
+	// refresh token of its own.
+	storedRT string
+	// pending is a token whose Save failed, to be saved before anything
+	// else; nil if none.
+	pending *pendingSave
+	// held releases the shared lock kept after the Save of a rotated
+	// token failed: the store still holds the refresh token the server
+	// has retired, which no other process may send. Nil if none.
+	held func()
+}
+
+// pendingSave is a token whose Save failed.
+type pendingSave struct {
+	tok *oauth2.Token // the token; it may hold only a refresh token
+	// from is the refresh token a shared store must still hold for tok to
+	// be saved (SaveIfCurrent); force saves it whatever the store holds
+	// (a SetToken before the store was ever read).
+	from  string
+	force bool
+}
+
+func newStoreSync(st Store) *storeSync {
+	ss := &storeSync{st: st}
+	ss.shared, _ = st.(SharedStore)
+	return ss
+}
+
+// due reports whether a refresh must read the store first: once, or at
+// every refresh if it is shared (another process may have refreshed).
+func (ss *storeSync) due() bool {
+	return !ss.loaded || ss.shared != nil
+}
+
+// load reads the stored token. It returns nil if there is none, or if a
+// pending token is newer than anything the store can hold.
+func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
+	tok, err := ss.st.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("refreshtoken: loading the stored token: %w", err)
+	}
+	ss.loaded = true
+	ss.storedRT = ""
+	if tok != nil {
+		ss.storedRT = tok.RefreshToken
+	}
+	if ss.pending != nil {
+		return nil, nil
+	}
+	return tok, nil
+}
+
+// save stores tok, fetched with the refresh token from. A shared store
+// keeps it only if it still holds from; saved reports whether it did.
+func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (saved bool, err error) {
+	t := *tok // the store's to keep
+	if ss.shared == nil {
+		err = ss.st.Save(ctx, &t)
+		saved = err == nil
+	} else {
+		saved, err = ss.shared.SaveIfCurrent(ctx, &t, from)
+	}
+	if saved {
+		ss.storedRT = tok.RefreshToken
+	}
+	return saved, err
+}
+
+// force stores tok whatever the store holds.
+func (ss *storeSync) force(ctx context.Context, tok *oauth2.Token) error {
+	t := *tok
+	err := ss.st.Save(ctx, &t)
+	if err == nil {
+		ss.storedRT = tok.RefreshToken
+	}
+	return err
+}
+
+// keep records p as pending, and keeps the shared lock, if unlock holds
+// it, until p is saved.
+func (ss *storeSync) keep(p *pendingSave, unlock func()) {
+	ss.pending = p
+	if unlock != nil {
+		ss.held = unlock
+	}
+}
+
+// flush saves the pending token, if any. saved is false if a shared store
+// refused it because it holds a newer token, which the caller then loads.
+// On success the lock kept for it is released.
+func (ss *storeSync) flush(ctx context.Context) (saved bool, err error) {
+	p := ss.pending
+	if p == nil {
+		return true, nil
+	}
+	if p.force {
+		saved, err = true, ss.force(ctx, p.tok)
+	} else {
+		saved, err = ss.save(ctx, p.tok, p.from)
+	}
+	if err != nil {
+		return false, err
+	}
+	ss.pending = nil
+	ss.release()
+	return saved, nil
+}
+
+// release releases the lock kept for a pending Save, if any.
+func (ss *storeSync) release() {
+	if ss.held != nil {
+		ss.held() // another process may refresh now
+		ss.held = nil
+	}
+}
+
+// lock takes the shared store's refresh lock, waiting until ctx ends. It
+// returns when the lease ends and a function that releases the lock with a
+// context of its own (bounded by timeout): if that fails, the lease frees
+// the lock when it ends.
+func (ss *storeSync) lock(ctx, release context.Context, timeout time.Duration) (expires time.Time, unlock func(), err error) {
+	expires, unlockCtx, err := ss.shared.Lock(ctx)
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("refreshtoken: taking the shared store's refresh lock: %w", err)
+	}
+	return expires, func() {
+		ctx, cancel := context.WithTimeout(release, timeout)
+		defer cancel()
+		unlockCtx(ctx)
+	}, nil
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/filestore"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -307,6 +309,65 @@ func TestCloseBoundedByTimeout(t *testing.T) {
 		t.Errorf("Token() after Close = %v, want ErrClosed", err)
 	}
 	eventually(t, "the source's goroutines to end", func() bool { return len(ourGoroutines()) == 0 })
+}
+
+// hangingStore is a file store whose Save hangs until its context ends,
+// and which records the deadline of every Save.
+type hangingStore struct {
+	refreshtoken.Store
+	deadlines chan time.Time
+}
+
+func (h hangingStore) Save(ctx context.Context, _ *oauth2.Token) error {
+	d, _ := ctx.Deadline()
+	h.deadlines <- d
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestCloseBound: Close waits for a refresh whose request has been sent at
+// most three refresh timeouts, as documented: the request, then the Save
+// and the callback, which share one, then one more try of the failed Save;
+// even when every step takes all the time it is given. The bound is checked
+// with a second of slack: a guard, not a timing claim.
+func TestCloseBound(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	clock := newFakeClock(t0)
+	arrived := make(chan struct{}, 1)
+	st := hangingStore{Store: filestore.New(filepath.Join(t.TempDir(), "token.json")), deadlines: make(chan time.Time, 2)}
+	callback := make(chan time.Time, 1)
+	srv, ts := setup(t, clock, refreshtokentest.Config{OnTokenRequest: func(*http.Request) { arrived <- struct{}{} }},
+		refreshtoken.WithRefreshTimeout(timeout), refreshtoken.WithStore(st),
+		refreshtoken.WithOnNewToken(func(ctx context.Context, _ *oauth2.Token) error {
+			d, _ := ctx.Deadline()
+			callback <- d
+			<-ctx.Done()
+			return ctx.Err()
+		}))
+	srv.Inject(1, refreshtokentest.Fault{Latency: timeout * 9 / 10})
+	waiter := make(chan error, 1)
+	go func() {
+		_, err := ts.Token()
+		waiter <- err
+	}()
+	recv(t, "the request", arrived)
+	start := time.Now()
+	err := ts.Close()
+	elapsed := time.Since(start)
+	if !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Errorf("Close() = %v, want ErrNotSaved", err)
+	}
+	if limit := 3*timeout + time.Second; elapsed > limit {
+		t.Errorf("Close took %v, over its bound of 3 refresh timeouts (%v with slack)", elapsed, limit)
+	}
+	saved, cb := recv(t, "the Save", st.deadlines), recv(t, "the callback", callback)
+	if !saved.Equal(cb) {
+		t.Errorf("Save's deadline %v, callback's %v: want one shared timeout", saved, cb)
+	}
+	if again := recv(t, "Close's Save", st.deadlines); again.Before(saved) {
+		t.Errorf("Close's Save deadline %v is before the refresh's %v", again, saved)
+	}
+	recv(t, "the waiting caller", waiter)
 }
 
 func TestInvalidate(t *testing.T) {

@@ -1,0 +1,4 @@
+package refreshtoken
+
+// WaitIdle is waitIdle, for the tests of package refreshtoken_test.
+var WaitIdle = waitIdle

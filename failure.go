@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -152,4 +153,46 @@ func serverWait(err error, now time.Time) time.Time {
 		until = now.Add(maxServerWait)
 	}
 	return until
+}
+
+// fail records a failed refresh: the token in hand, if any, is kept, with
+// the failure and when the next attempt may run.
+func (r *round) fail(err error) {
+	s := r.s
+	var f failure
+	if permanent(err) {
+		if !errors.Is(err, ErrRefreshRejected) {
+			err = &rejectedError{err}
+		}
+		f = failure{err: err, permanent: true}
+		if s.grant != nil && r.from != "" {
+			s.rejected = r.from
+		}
+	} else {
+		s.policy.refreshes++
+		at := retryAt(s.policy.refreshes, err, s.now(), r.latest(), rand.Float64())
+		f = failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
+	}
+	r.v.fail, r.changed, r.err = f, true, f.err
+}
+
+// saveFailed records that the token in hand could not be saved: it is
+// handed out, and the Save is retried after a back-off, no later than the
+// token comes due anyway.
+func (r *round) saveFailed(err error) {
+	s := r.s
+	s.policy.saves++
+	at := retryAt(s.policy.saves, nil, r.now, r.v.sched.refreshAt, rand.Float64())
+	r.v.fail = failure{err: &saveError{err}, retryAt: at}
+	r.changed, r.err = true, r.v.fail.err
+}
+
+// latest is the latest time for the next attempt after a failure: the
+// start of the safety margin of the token in hand, from which callers
+// would wait for a refresh; zero if there is no token.
+func (r *round) latest() time.Time {
+	if r.v.tok == nil {
+		return time.Time{}
+	}
+	return r.v.sched.expiredAt
 }

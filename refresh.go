@@ -159,8 +159,11 @@ func (r *round) lease() bool {
 	if err != nil {
 		// The wait may have ended while another process was saving the
 		// token it refreshed.
-		if r.load(ctx) && r.v.at(r.now) == fresh {
-			return false
+		if tok, loadErr := ss.load(ctx); loadErr == nil {
+			r.adopt(tok)
+			if r.v.at(r.now) == fresh {
+				return false
+			}
 		}
 		r.fail(err)
 		return false
@@ -390,48 +393,6 @@ func (r *round) superseded(ctx context.Context) {
 	if r.v.at(r.now) == expired {
 		r.fail(errSuperseded)
 	}
-}
-
-// fail records a failed refresh: the token in hand, if any, is kept, with
-// the failure and when the next attempt may run.
-func (r *round) fail(err error) {
-	s := r.s
-	var f failure
-	if permanent(err) {
-		if !errors.Is(err, ErrRefreshRejected) {
-			err = &rejectedError{err}
-		}
-		f = failure{err: err, permanent: true}
-		if s.grant != nil && r.from != "" {
-			s.rejected = r.from
-		}
-	} else {
-		s.policy.refreshes++
-		at := retryAt(s.policy.refreshes, err, s.now(), r.latest(), rand.Float64())
-		f = failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
-	}
-	r.v.fail, r.changed, r.err = f, true, f.err
-}
-
-// saveFailed records that the token in hand could not be saved: it is
-// handed out, and the Save is retried after a back-off, no later than the
-// token comes due anyway.
-func (r *round) saveFailed(err error) {
-	s := r.s
-	s.policy.saves++
-	at := retryAt(s.policy.saves, nil, r.now, r.v.sched.refreshAt, rand.Float64())
-	r.v.fail = failure{err: &saveError{err}, retryAt: at}
-	r.changed, r.err = true, r.v.fail.err
-}
-
-// latest is the latest time for the next attempt after a failure: the
-// start of the safety margin of the token in hand, from which callers
-// would wait for a refresh; zero if there is no token.
-func (r *round) latest() time.Time {
-	if r.v.tok == nil {
-		return time.Time{}
-	}
-	return r.v.sched.expiredAt
 }
 
 // publish stores the round's view as the next entry, if a step changed it,

@@ -9,25 +9,23 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// Store keeps a source's token where it outlives the process: with
-// rotation, a refresh token that exists only in memory is lost at exit,
-// and a short-lived process that refreshes at every start ignores the rate
-// limits. [WithStore] makes a source use one.
+// Store keeps a source's token where it outlives the process, so that a
+// rotated refresh token is not lost at exit and a restarted process reuses
+// a fresh access token. [WithStore] makes a source use one.
 //
-// The source calls Load once, at its first use, and uses a stored access
-// token that is still fresh as is, with no request. After every refresh it
-// calls Save with the new token (access token, real expiry, refresh token,
-// and the raw response fields such as id_token, which Save may drop)
-// before any caller is handed it. The source never calls Load or Save
-// concurrently with itself, and saves tokens in the order it got them.
-// A Store should keep ExpiresIn, the lifetime the server gave: with it, a
-// loaded token's early refresh window is clamped to its lifetime as for a
-// fetched one, which matters for tokens that live minutes, not hours.
+// The source calls Load at its first refresh and uses a stored access
+// token that is still fresh, with no request. It calls Save with every new
+// token (access token, real expiry, refresh token, ExpiresIn, and the raw
+// fields such as id_token, which Save may drop) before any caller is
+// handed it. It never calls Load or Save concurrently with itself, and
+// saves tokens in the order it got them. A Store should keep ExpiresIn: a
+// loaded token's early window is then clamped to its lifetime, as a
+// fetched one's is. Every token the source saves has an Expiry within a
+// year, or none.
 //
-// A Store shared by several processes (one refresh token, many replicas)
-// must also implement [SharedStore]: single flight works only within a
-// process, and with rotation two replicas refreshing at once revoke the
-// token family.
+// A Store shared by several processes must implement [SharedStore].
+// Package refreshtokentest has a conformance suite for stores,
+// [github.com/tokenfresh/refreshtoken/refreshtokentest.TestStore].
 type Store interface {
 	// Load returns the stored token, or nil and no error if there is none.
 	Load(ctx context.Context) (*oauth2.Token, error)
@@ -36,30 +34,12 @@ type Store interface {
 }
 
 // SharedStore is a [Store] that several processes share, such as
-// github.com/tokenfresh/refreshtoken/redisstore. A source given one with
-// [WithStore] makes the fleet refresh like one process: when its token
-// comes due, it first loads the store, and uses a token another process
-// has just refreshed instead of calling the endpoint. Otherwise it takes
-// the lock, loads the store again (another process may have refreshed
-// while it waited), refreshes, saves with SaveIfCurrent and releases the
-// lock. It loads the store at every refresh, not only the first.
-//
-// The lock is a lease, so that a process that dies holding it does not stop
-// the others for longer than the lease. The source bounds its request to
-// the token endpoint to the first three quarters of the lease left when it
-// got the lock, so that the lease does not run out while its request is in
-// flight and another process sends the same refresh token; a request that
-// got no answer keeps the lock until the lease ends, since the server may
-// still act on it. If the Save of a new token fails, the store still holds
-// the refresh token the server has retired: the source keeps the lock until
-// a retry of that Save succeeds or the lease ends, and refreshes nothing
-// before the Save. A process paused between the answer and its Save (a long
-// GC pause, a stopped VM) can still outlive its lease. Another process then
-// sends the refresh token it started from, which the server has retired:
-// only the server's reuse interval (Auth0's rotation overlap period)
-// accepts that, and otherwise the family is revoked. If it was accepted,
-// SaveIfCurrent refuses the paused process's token, and the source drops it
-// and uses the stored one, the one the server keeps.
+// github.com/tokenfresh/refreshtoken/redisstore: with it the fleet
+// refreshes once per token, as one process would. Before each refresh the
+// source loads the store and uses a token another process has just
+// refreshed; otherwise it takes the lock, loads again, refreshes, saves
+// with SaveIfCurrent and releases the lock. docs/design.md says how leases,
+// failed Saves and paused processes are handled.
 type SharedStore interface {
 	Store
 	// Lock takes the lock on refreshing the stored token, waiting while

@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -69,7 +70,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	resp, err := t.base().RoundTrip(authorized(req, e.auth))
+	resp, err := t.send(authorized(req, e.auth))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -92,9 +93,32 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		retry.Body = body
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
-	resp.Body.Close()
-	return t.base().RoundTrip(retry)
+	if resp.Body != nil { // nil from a Base that means an empty body
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+		resp.Body.Close()
+	}
+	return t.send(retry)
+}
+
+// send sends r through the base transport and returns a response or an
+// error, never both nor neither: http.Client checks this of its transport,
+// but a Transport may be used on its own. When the base breaks the rule,
+// send closes the bodies the base may have left open.
+func (t *Transport) send(r *http.Request) (*http.Response, error) {
+	base := t.base()
+	resp, err := base.RoundTrip(r)
+	switch {
+	case err != nil && resp != nil:
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+		closeBody(r)
+		return nil, err
+	case err == nil && resp == nil:
+		closeBody(r)
+		return nil, fmt.Errorf("refreshtoken: Transport.Base (%T) returned a nil *http.Response with a nil error", base)
+	}
+	return resp, err
 }
 
 func (t *Transport) base() http.RoundTripper {

@@ -3,6 +3,7 @@ package refreshtoken_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -258,5 +259,105 @@ func TestTransportPersistent401(t *testing.T) {
 	}
 	if got := srv.Stats().TokenRequests; got != 3 {
 		t.Errorf("token requests after the back-off = %d, want 3", got)
+	}
+}
+
+// trackedBody is a request or response body that records whether it was
+// closed.
+type trackedBody struct {
+	io.Reader
+	closed bool
+}
+
+func (b *trackedBody) Close() error {
+	b.closed = true
+	return nil
+}
+
+// TestTransportBaseBreaksContract: a Base that returns neither a response
+// nor an error, or both, at the first send or at the retry after a 401,
+// does not make RoundTrip panic nor break its contract: the caller gets an
+// error and no response, as http.Client would give, and every body is
+// closed.
+func TestTransportBaseBreaksContract(t *testing.T) {
+	errBase := errors.New("base failed")
+	// reply is one answer of the Base; status 0 is a nil *http.Response.
+	type reply struct {
+		status int
+		body   bool
+		err    error
+	}
+	tests := []struct {
+		name       string
+		replies    []reply // the Base's answers, in order
+		wantStatus int     // 0: an error
+		wantErr    error   // nil: any error prefixed refreshtoken:
+	}{
+		{name: "nil, nil", replies: []reply{{}}},
+		{name: "nil, nil at the retry", replies: []reply{{status: 401, body: true}, {}}},
+		{name: "response and error", replies: []reply{{status: 200, body: true, err: errBase}}, wantErr: errBase},
+		{name: "response and error at the retry", replies: []reply{{status: 401, body: true}, {status: 200, body: true, err: errBase}}, wantErr: errBase},
+		{name: "401 with a nil Body", replies: []reply{{status: 401}, {status: 200, body: true}}, wantStatus: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock(t0)
+			_, ts := setup(t, clock, refreshtokentest.Config{})
+			mustToken(t, ts)
+			var bodies []*trackedBody
+			newBody := func(s string) *trackedBody {
+				b := &trackedBody{Reader: strings.NewReader(s)}
+				bodies = append(bodies, b)
+				return b
+			}
+			calls := 0
+			// The Base closes the request body only when it answers as it
+			// should, with a response and no error: when it breaks the
+			// contract, the Transport must close the body.
+			base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				rep := tt.replies[calls]
+				calls++
+				if rep.status != 0 && rep.err == nil {
+					r.Body.Close()
+				}
+				var resp *http.Response
+				if rep.status != 0 {
+					resp = &http.Response{StatusCode: rep.status, Header: http.Header{}, Request: r}
+					if rep.body {
+						resp.Body = newBody("answer")
+					}
+				}
+				return resp, rep.err
+			})
+			req, err := http.NewRequest(http.MethodPost, "http://api.invalid/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Body = newBody("payload")
+			req.GetBody = func() (io.ReadCloser, error) { return newBody("payload"), nil }
+
+			resp, err := (&refreshtoken.Transport{Source: ts, Base: base}).RoundTrip(req)
+			if calls != len(tt.replies) {
+				t.Errorf("Base called %d times, want %d", calls, len(tt.replies))
+			}
+			switch {
+			case tt.wantStatus != 0:
+				if err != nil || resp == nil || resp.StatusCode != tt.wantStatus {
+					t.Fatalf("RoundTrip() = %v, %v; want status %d", resp, err, tt.wantStatus)
+				}
+				resp.Body.Close() // the caller's to close
+			case resp != nil || err == nil:
+				t.Errorf("RoundTrip() = %v, %v; want no response and an error", resp, err)
+			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Errorf("RoundTrip() error = %v, want %v", err, tt.wantErr)
+			case tt.wantErr == nil && !strings.HasPrefix(err.Error(), "refreshtoken: "):
+				t.Errorf("RoundTrip() error = %q, want one prefixed refreshtoken:", err)
+			}
+			for i, b := range bodies {
+				if !b.closed {
+					t.Errorf("body %d of %d was not closed", i+1, len(bodies))
+				}
+			}
+		})
 	}
 }

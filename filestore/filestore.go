@@ -6,9 +6,24 @@
 // The file is written atomically: a temporary file in the same directory
 // is written, synced, and renamed over the old one, and the directory is
 // synced. Whenever the writing process is killed, the file holds either the
-// old token or the new one, never a mix. The file has mode 0600, and a file
-// that other users can read or write is refused, since it holds a refresh
-// token.
+// old token or the new one, never a mix.
+//
+// The file has mode 0600. Since it holds a refresh token, Load and Save
+// refuse anything but a regular file (a directory, a FIFO, a device), a
+// file that another user owns, and one that other users can read or write.
+// On Windows, which has no such owner and mode, the file's ACL, inherited
+// from its directory, protects it, and only its type is checked. Whoever
+// else can write to the file's directory can replace or delete the file:
+// keep it in a directory that only the user can write to.
+//
+// If the path is a symbolic link, the Store uses the file the link leads
+// to, as with a Kubernetes secret volume or a token kept on another mount:
+// Save writes the new file in that file's directory and renames it over
+// that file, and the link stays. The Store refuses a link to a file that
+// does not exist (Save does not create it), a loop of links, and a link that
+// neither the user nor the owner of its directory owns (the rule of Linux's
+// fs.protected_symlinks), which another user could have planted in a
+// shared directory to direct a Save onto another of the user's files.
 //
 // A Store does not lock the file against other processes: several processes
 // sharing one refresh token need a shared store (see refreshtoken.Store).
@@ -61,21 +76,20 @@ type record struct {
 // maxFile bounds what Load reads: a token file is a few kilobytes.
 const maxFile = 1 << 20
 
-// Load returns the stored token, or nil if the file does not exist. It
-// refuses a file that other users can read or write.
+// Load returns the stored token, or nil if there is nothing at the path.
+// It returns an error for a file that the Store refuses (see the package
+// documentation).
 func (s *Store) Load(context.Context) (*oauth2.Token, error) {
-	// Stat before Open: opening a FIFO would block.
-	fi, err := os.Stat(s.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	path, fi, err := s.file()
+	if err != nil || fi == nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("filestore: %w", err)
+	// Checked before Open, since opening a FIFO would block, and after,
+	// since the file opened is the one read.
+	if err := check(path, fi); err != nil {
+		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("filestore: %s is not a regular file", s.path)
-	}
-	f, err := os.Open(s.path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
@@ -83,10 +97,8 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 	if fi, err = f.Stat(); err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
-	// Windows has no such permission bits; there the file's ACL, inherited
-	// from the user's profile directory, protects it.
-	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nil, fmt.Errorf("filestore: %s holds a refresh token but has mode %#o, open to other users; run: chmod 600 %s", s.path, perm, s.path)
+	if err := check(path, fi); err != nil {
+		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
 	if err != nil {
@@ -95,7 +107,7 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 	var r record
 	if len(b) > maxFile || json.Unmarshal(b, &r) != nil {
 		// Not the content, nor the decoder's error, which may quote it.
-		return nil, fmt.Errorf("filestore: %s is not a token file (%d bytes); remove it and sign in again", s.path, len(b))
+		return nil, fmt.Errorf("filestore: %s is not a token file (%d bytes); remove it and sign in again", path, len(b))
 	}
 	tok := &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, RefreshToken: r.RefreshToken, Expiry: r.Expiry, ExpiresIn: r.ExpiresIn}
 	extra := map[string]any{}
@@ -108,7 +120,8 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 	return tok.WithExtra(extra), nil
 }
 
-// Save replaces the stored token with tok, atomically.
+// Save replaces the stored token with tok, atomically. It returns an error
+// for a file that the Store refuses (see the package documentation).
 func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 	r := record{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry, ExpiresIn: tok.ExpiresIn}
 	r.IDToken, _ = tok.Extra("id_token").(string)
@@ -119,8 +132,75 @@ func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := writeAtomic(s.path, append(b, '\n')); err != nil {
-		return fmt.Errorf("filestore: saving %s: %w", s.path, err)
+	path, fi, err := s.file()
+	if err != nil {
+		return err
+	}
+	if fi != nil {
+		if err := check(path, fi); err != nil {
+			return err
+		}
+	}
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
+		return fmt.Errorf("filestore: saving %s: %w", path, err)
+	}
+	return nil
+}
+
+// file returns the file the Store uses, the path or the end of a symbolic
+// link there, and its FileInfo, nil if there is nothing at the path.
+func (s *Store) file() (string, fs.FileInfo, error) {
+	fi, err := os.Lstat(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return s.path, nil, nil
+	case err != nil:
+		return "", nil, fmt.Errorf("filestore: %w", err)
+	case fi.Mode().Type() != fs.ModeSymlink:
+		return s.path, fi, nil
+	}
+	if err := checkLink(s.path, fi); err != nil {
+		return "", nil, err
+	}
+	target, err := filepath.EvalSymlinks(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		dest, _ := os.Readlink(s.path)
+		return "", nil, fmt.Errorf("filestore: %s is a symbolic link to %s, which does not exist", s.path, dest)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("filestore: following the symbolic link %s: %w", s.path, err)
+	}
+	if fi, err = os.Lstat(target); err != nil {
+		return "", nil, fmt.Errorf("filestore: %w", err)
+	}
+	return target, fi, nil
+}
+
+// checkLink refuses a symbolic link that neither this user nor the owner of
+// its directory owns.
+func checkLink(path string, fi fs.FileInfo) error {
+	uid, ok := owner(fi)
+	if !ok || uid == os.Getuid() {
+		return nil
+	}
+	if di, err := os.Stat(filepath.Dir(path)); err == nil {
+		if dirUID, ok := owner(di); ok && dirUID == uid {
+			return nil
+		}
+	}
+	return fmt.Errorf("filestore: %s is a symbolic link owned by another user (uid %d); refusing to follow it", path, uid)
+}
+
+// check refuses a file that the Store must neither read nor replace.
+func check(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("filestore: %s is not a regular file", path)
+	}
+	if uid, ok := owner(fi); ok && uid != os.Getuid() {
+		return fmt.Errorf("filestore: %s is owned by another user (uid %d, not %d); a token file must be the user's own", path, uid, os.Getuid())
+	}
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return fmt.Errorf("filestore: %s holds a refresh token but has mode %#o, open to other users; run: chmod 600 %s", path, perm, path)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -59,8 +60,10 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRefusesOpenFile: Load and Save refuse a file that other users can
+// read or write, and Save leaves it as it was.
 func TestRefusesOpenFile(t *testing.T) {
-	for _, mode := range []os.FileMode{0o644, 0o640, 0o606, 0o660} {
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o606, 0o660, 0o620, 0o604, 0o602} {
 		t.Run(fmt.Sprintf("%#o", mode), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "token.json")
 			s := New(path)
@@ -70,12 +73,265 @@ func TestRefusesOpenFile(t *testing.T) {
 			if err := os.Chmod(path, mode); err != nil {
 				t.Fatal(err)
 			}
+			before := tree(t, filepath.Dir(path))
 			_, err := s.Load(ctx)
 			if err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
 				t.Errorf("Load() error = %v, want one that names the fix: chmod 600 %s", err, path)
 			}
 			if err != nil && strings.Contains(err.Error(), "SECRET") {
 				t.Errorf("error holds the token: %v", err)
+			}
+			if err := s.Save(ctx, &oauth2.Token{RefreshToken: "rt-2"}); err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
+				t.Errorf("Save() error = %v, want one that names the fix: chmod 600 %s", err, path)
+			}
+			if diff := cmp.Diff(before, tree(t, filepath.Dir(path))); diff != "" {
+				t.Errorf("Save() changed the files (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// giveAway makes the file or link at path another user's. It skips the
+// test unless it runs as root, the only user that can give a file away.
+func giveAway(t *testing.T, path string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root, to give a file to another user")
+	}
+	const nobody = 65534
+	if err := os.Lchown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefusesOtherUsersFile: a file with mode 0600 that another user owns
+// is refused by Load and Save: it could hold that user's token, or be
+// replaced by them.
+func TestRefusesOtherUsersFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token.json")
+	s := New(path)
+	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: "rt-SECRET"}); err != nil {
+		t.Fatal(err)
+	}
+	giveAway(t, path)
+	before := tree(t, filepath.Dir(path))
+	if tok, err := s.Load(ctx); err == nil || !strings.Contains(err.Error(), "owned by another user") {
+		t.Errorf("Load() = %v, %v; want an error: owned by another user", tok, err)
+	}
+	if err := s.Save(ctx, &oauth2.Token{RefreshToken: "rt-2"}); err == nil || !strings.Contains(err.Error(), "owned by another user") {
+		t.Errorf("Save() error = %v, want owned by another user", err)
+	}
+	if diff := cmp.Diff(before, tree(t, filepath.Dir(path))); diff != "" {
+		t.Errorf("Save() changed the files (-before +after):\n%s", diff)
+	}
+}
+
+// tree describes the files under dir, without following links: each one's
+// type, and a link's destination or a regular file's content.
+func tree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		desc := d.Type().String()
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			dest, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + dest
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += " " + string(b)
+		}
+		files[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// symlink makes a symbolic link at dir/name to dest, and returns its path.
+func symlink(t *testing.T, dest, dir, name string) string {
+	t.Helper()
+	link := filepath.Join(dir, name)
+	if err := os.Symlink(dest, link); err != nil {
+		t.Skip("cannot make symbolic links:", err)
+	}
+	return link
+}
+
+// saveFile saves a token with refresh token rt to the file at path.
+func saveFile(t *testing.T, path, rt string) {
+	t.Helper()
+	if err := New(path).Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: rt}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSymlinkWritesThrough: a Store whose path is a symbolic link loads the
+// file the link points to, and Save replaces that file and keeps the link,
+// so that the file never holds a retired refresh token.
+func TestSymlinkWritesThrough(t *testing.T) {
+	tests := []struct {
+		name string
+		// layout makes the files in dir, and returns the Store's path and
+		// the file it names.
+		layout func(t *testing.T, dir string) (path, target string)
+	}{
+		{name: "relative link", layout: func(t *testing.T, dir string) (string, string) {
+			target := filepath.Join(dir, "vault", "token.json")
+			saveFile(t, target, "rt-1")
+			return symlink(t, filepath.Join("vault", "token.json"), dir, "token.json"), target
+		}},
+		{name: "absolute link to another directory", layout: func(t *testing.T, dir string) (string, string) {
+			target := filepath.Join(t.TempDir(), "token.json")
+			saveFile(t, target, "rt-1")
+			return symlink(t, target, dir, "token.json"), target
+		}},
+		{name: "link to a link", layout: func(t *testing.T, dir string) (string, string) {
+			target := filepath.Join(dir, "vault", "token.json")
+			saveFile(t, target, "rt-1")
+			symlink(t, filepath.Join("vault", "token.json"), dir, "middle.json")
+			return symlink(t, "middle.json", dir, "token.json"), target
+		}},
+		{name: "Kubernetes volume: link through a linked directory", layout: func(t *testing.T, dir string) (string, string) {
+			target := filepath.Join(dir, "..2026_11_25", "token.json")
+			saveFile(t, target, "rt-1")
+			symlink(t, "..2026_11_25", dir, "..data")
+			return symlink(t, filepath.Join("..data", "token.json"), dir, "token.json"), target
+		}},
+		{name: "link of the owner of its directory", layout: func(t *testing.T, dir string) (string, string) {
+			target := filepath.Join(dir, "token.json")
+			saveFile(t, target, "rt-1")
+			sub := filepath.Join(dir, "theirs")
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			link := symlink(t, target, sub, "token.json")
+			giveAway(t, sub)
+			giveAway(t, link)
+			return link, target
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path, target := tt.layout(t, dir)
+			s := New(path)
+			tok, err := s.Load(ctx)
+			if err != nil || tok == nil || tok.RefreshToken != "rt-1" {
+				t.Fatalf("Load() = %v, %v; want the target's token rt-1", tok, err)
+			}
+			if err := s.Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: "rt-2"}); err != nil {
+				t.Fatalf("Save() error = %v", err)
+			}
+			if fi, err := os.Lstat(path); err != nil {
+				t.Error(err)
+			} else if fi.Mode().Type() != fs.ModeSymlink {
+				t.Errorf("after Save, the path has mode %v; want the link, kept", fi.Mode())
+			}
+			if tok, err := New(target).Load(ctx); err != nil || tok == nil || tok.RefreshToken != "rt-2" {
+				t.Errorf("target holds %v, %v; want the new token rt-2", tok, err)
+			}
+			if tok, err := s.Load(ctx); err != nil || tok == nil || tok.RefreshToken != "rt-2" {
+				t.Errorf("Load() after Save = %v, %v; want rt-2", tok, err)
+			}
+			for _, d := range []string{dir, filepath.Dir(target)} {
+				for name := range tree(t, d) {
+					if strings.Contains(name, ".tmp-") {
+						t.Errorf("temporary file left: %s", filepath.Join(d, name))
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRefusedPaths: Load and Save refuse a path that does not lead to a
+// regular file of the user's, and Save leaves the files as they were: it
+// does not replace a link, nor create a file at the end of one.
+func TestRefusedPaths(t *testing.T) {
+	tests := []struct {
+		name    string
+		layout  func(t *testing.T, dir string) (path string)
+		wantErr string
+		reason  string
+	}{
+		{name: "directory", wantErr: "not a regular file", layout: func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "token.json")
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}},
+		{name: "link to a directory", wantErr: "not a regular file", layout: func(t *testing.T, dir string) string {
+			return symlink(t, ".", dir, "token.json")
+		}},
+		{name: "link to a FIFO", wantErr: "not a regular file", reason: "opening a FIFO would block", layout: func(t *testing.T, dir string) string {
+			fifo := filepath.Join(dir, "fifo")
+			if err := exec.Command("mkfifo", "-m", "600", fifo).Run(); err != nil {
+				t.Skip("no mkfifo:", err)
+			}
+			return symlink(t, "fifo", dir, "token.json")
+		}},
+		{name: "link to a device", wantErr: "not a regular file", layout: func(t *testing.T, dir string) string {
+			return symlink(t, os.DevNull, dir, "token.json")
+		}},
+		{name: "dangling link", wantErr: "does not exist", reason: "Save does not create the file at the end of a link", layout: func(t *testing.T, dir string) string {
+			return symlink(t, filepath.Join("vault", "token.json"), dir, "token.json")
+		}},
+		{name: "loop of links", wantErr: "too many links", layout: func(t *testing.T, dir string) string {
+			symlink(t, "b.json", dir, "a.json")
+			return symlink(t, "a.json", dir, "b.json")
+		}},
+		{name: "link to an open file", wantErr: "chmod 600", layout: func(t *testing.T, dir string) string {
+			target := filepath.Join(dir, "vault", "token.json")
+			saveFile(t, target, "rt-1")
+			if err := os.Chmod(target, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return symlink(t, filepath.Join("vault", "token.json"), dir, "token.json")
+		}},
+		{name: "link to another user's file", wantErr: "owned by another user", layout: func(t *testing.T, dir string) string {
+			target := filepath.Join(dir, "vault", "token.json")
+			saveFile(t, target, "rt-1")
+			giveAway(t, target)
+			return symlink(t, filepath.Join("vault", "token.json"), dir, "token.json")
+		}},
+		{name: "another user's link", wantErr: "owned by another user", reason: "a link planted in a shared directory must not redirect a Save onto another of the user's files", layout: func(t *testing.T, dir string) string {
+			target := filepath.Join(dir, "vault", "token.json")
+			saveFile(t, target, "rt-1")
+			link := symlink(t, filepath.Join("vault", "token.json"), dir, "token.json")
+			giveAway(t, link)
+			return link
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := New(tt.layout(t, dir))
+			before := tree(t, dir)
+			if tok, err := s.Load(ctx); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Load() = %v, %v; want an error: %s", tok, err, tt.wantErr)
+			}
+			if err := s.Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: "rt-2"}); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Save() error = %v, want %s", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(before, tree(t, dir)); diff != "" {
+				t.Errorf("Save() changed the files (-before +after):\n%s", diff)
 			}
 		})
 	}

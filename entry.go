@@ -41,8 +41,8 @@ type schedule struct {
 // run. The zero failure is a success.
 type failure struct {
 	err error // for callers and Err; nil after a success
-	// retryAt: no refresh starts before then. It is also set with a nil
-	// err when a caching inner source handed back the token it had.
+	// retryAt is when the next attempt may run: no refresh starts before
+	// then, and a token in hand turns stale then.
 	retryAt   time.Time
 	permanent bool // rejected for good: no refresh starts until SetToken
 }
@@ -112,9 +112,18 @@ func (v *view) stateAt(now, freshUntil time.Time) state {
 	return fresh
 }
 
-// blocked reports whether, at now, the last failure forbids a refresh.
+// blocked reports whether, at now, the last failure forbids a refresh. A
+// failed Save forbids none: its retryAt is when the Save is tried again,
+// and a refresh tries it first.
 func (f failure) blocked(now time.Time) bool {
-	return (f.err != nil && f.permanent) || now.Before(f.retryAt)
+	return f.err != nil && !f.saveOnly() && (f.permanent || now.Before(f.retryAt))
+}
+
+// saveOnly reports whether the failure is a failed Save of the token in
+// hand, not of a refresh.
+func (f failure) saveOnly() bool {
+	_, ok := f.err.(*saveError)
+	return ok
 }
 
 // handOut returns a copy of the cached token for one caller.

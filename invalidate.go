@@ -130,7 +130,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		ss.pending = p
 		return &saveError{err}
 	}
-	ss.release() // tok is saved: another process may refresh now
+	ss.release(ctx) // tok is saved
 	return nil
 }
 
@@ -154,7 +154,7 @@ func (s *TokenSource) Flush() error {
 		return &saveError{err}
 	}
 	s.policy.saves = 0
-	if r.holds(p.tok) {
+	if r.holds(p.tok) && r.v.fail.saveOnly() {
 		r.v.fail, r.changed = failure{}, true
 	}
 	if !saved {

@@ -33,7 +33,12 @@ type round struct {
 	tok *oauth2.Token
 	// unlock releases the shared store's lock: nil if it is not held, or
 	// is left to its lease.
-	unlock func()
+	unlock func(context.Context) error
+	// after bounds the steps after the answer (the Save, the callback,
+	// the unlock), which share one timeout apart from the request's; nil
+	// until then.
+	after       context.Context
+	cancelAfter context.CancelFunc
 	// timeout bounds the request: the refresh timeout, and three
 	// quarters of the lease left on a shared store's lock.
 	timeout time.Duration
@@ -58,10 +63,21 @@ func (s *TokenSource) refresh() (any, error) {
 	base := s.cur.Load()
 	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout}
 	r.run()
-	if r.unlock != nil {
-		r.unlock()
-	}
+	r.release()
 	return r.publish()
+}
+
+// release releases the shared lock, if the round still holds it, within
+// the timeout of the steps after the answer: if that fails, the lease frees
+// the lock when it ends.
+func (r *round) release() {
+	if r.after == nil {
+		r.after, r.cancelAfter = context.WithTimeout(r.s.ctx, r.s.timeout)
+	}
+	defer r.cancelAfter()
+	if r.unlock != nil {
+		r.unlock(r.after)
+	}
 }
 
 // run runs the steps of the round, each of which reports whether the
@@ -117,7 +133,7 @@ func (r *round) syncStore() bool {
 	saved, err := ss.flush(ctx)
 	if err == nil {
 		r.s.policy.saves = 0
-		if r.holds(p.tok) {
+		if r.holds(p.tok) && r.v.fail.saveOnly() {
 			r.v.fail, r.changed = failure{}, true
 		}
 		if !saved && !r.load(ctx) {
@@ -152,7 +168,7 @@ func (r *round) lease() bool {
 	// The wait is long enough for a lease somewhat longer than the refresh
 	// timeout, held by a process that died, to run out.
 	ctx, cancel := context.WithTimeout(r.s.stopCtx, 2*r.s.timeout)
-	expires, unlock, err := ss.lock(ctx, r.s.ctx, r.s.timeout)
+	expires, unlock, err := ss.lock(ctx)
 	cancel()
 	ctx, cancel = context.WithTimeout(r.s.stopCtx, r.s.timeout)
 	defer cancel()
@@ -227,6 +243,10 @@ func (r *round) fetch() {
 		return
 	}
 	r.from = s.rt
+	if s.stopCtx.Err() != nil {
+		r.err = unsentError{ErrClosed} // Close came before the request
+		return
+	}
 	if s.rt != "" && s.rt == s.rejected {
 		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
 		return
@@ -242,7 +262,7 @@ func (r *round) fetch() {
 		s.rt = rotated
 	}
 	r.tok, r.err = tok, err
-	if err != nil && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {
+	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {
 		// No answer, or an unreadable one: the server may have the
 		// request and be acting on it still. The lock is left to its
 		// lease, so that no other process sends the same refresh token
@@ -258,8 +278,8 @@ func (r *round) fetch() {
 // apart from the request's, which may have used up its own.
 func (r *round) save() {
 	s := r.s
-	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-	defer cancel()
+	r.after, r.cancelAfter = context.WithTimeout(s.ctx, s.timeout)
+	ctx := r.after
 	next, err := r.accept()
 	if err != nil {
 		r.saveRotation(ctx, err)
@@ -271,6 +291,7 @@ func (r *round) save() {
 		// meanwhile.
 		s.policy.refreshes++
 		r.v.sched.refreshAt = retryAt(s.policy.refreshes, nil, r.now, r.v.sched.expiredAt, rand.Float64())
+		r.v.fail = failure{} // the inner source answered
 		r.changed = true
 		return
 	}
@@ -280,9 +301,9 @@ func (r *round) save() {
 		r.superseded(ctx)
 		return
 	}
-	notifyErr := s.notify(ctx, r.tok)
-	if r.base.drop.after401 {
-		next.drop = drop{forced: true, rounds: r.base.drop.rounds}
+	if d := s.cur.Load().drop; d.after401 {
+		// A 401 dropped the token, before or during this round.
+		next.drop = drop{forced: true, rounds: d.rounds}
 	}
 	r.v, r.changed, r.replaced = next, true, true
 	if saveErr != nil {
@@ -292,14 +313,11 @@ func (r *round) save() {
 		s.store.keep(&pendingSave{tok: r.tok, from: r.from}, r.unlock)
 		r.unlock = nil
 		r.saveFailed(saveErr)
-		r.err = errors.Join(r.err, notifyErr)
-		return
-	}
-	if s.store != nil {
+	} else if s.store != nil {
 		s.store.pending = nil // superseded by the token just saved
 		s.policy.saves = 0
 	}
-	r.err = notifyErr
+	r.err = errors.Join(r.err, s.notify(ctx, r.tok))
 }
 
 // accept checks the token fetch got, bounds its expiry and returns its
@@ -367,6 +385,9 @@ func (r *round) saveRotation(ctx context.Context, err error) {
 	case !saved:
 		err = errors.Join(err, errSuperseded)
 		return
+	case s.store != nil:
+		s.store.pending = nil // superseded by the refresh token just saved
+		s.policy.saves = 0
 	}
 	if notifyErr := s.notify(ctx, t); notifyErr != nil {
 		err = errors.Join(err, notifyErr)
@@ -392,7 +413,9 @@ func (r *round) superseded(ctx context.Context) {
 	r.adopt(tok)
 	if r.v.at(r.now) == expired {
 		r.fail(errSuperseded)
+		return
 	}
+	r.changed = true // a new entry: base is marked started
 }
 
 // publish stores the round's view as the next entry, if a step changed it,
@@ -414,6 +437,12 @@ func (r *round) publish() (any, error) {
 		}
 	}
 	if r.err != nil {
+		// While refreshes fail, a token is handed out until its real
+		// expiry: to the callers of this refresh too. A failed Save or
+		// callback is theirs to hear of.
+		if r.err == r.v.fail.err && !r.v.fail.saveOnly() && e.at(r.s.now()) != expired {
+			return e, nil
+		}
 		return nil, r.err
 	}
 	return e, nil
@@ -425,10 +454,21 @@ func (s *TokenSource) notify(ctx context.Context, tok *oauth2.Token) error {
 		return nil
 	}
 	t := *tok
-	if err := s.onNew(ctx, &t); err != nil {
+	if err := s.callback(ctx, &t); err != nil {
 		return fmt.Errorf("refreshtoken: new token is in use, but the OnNewToken callback failed: %w", err)
 	}
 	return nil
+}
+
+// callback calls onNew, turning a panic into an error, so that a panic
+// cannot skip what the round records after it.
+func (s *TokenSource) callback(ctx context.Context, t *oauth2.Token) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("refreshtoken: panic during refresh: %v", p)
+		}
+	}()
+	return s.onNew(ctx, t)
 }
 
 // laterExpiry reports whether expiry a is later than b; zero is never.

@@ -29,7 +29,7 @@ type storeSync struct {
 	// held releases the shared lock kept after the Save of a rotated
 	// token failed: the store still holds the refresh token the server
 	// has retired, which no other process may send. Nil if none.
-	held func()
+	held func(context.Context) error
 }
 
 // pendingSave is a token whose Save failed.
@@ -100,7 +100,7 @@ func (ss *storeSync) force(ctx context.Context, tok *oauth2.Token) error {
 
 // keep records p as pending, and keeps the shared lock, if unlock holds
 // it, until p is saved.
-func (ss *storeSync) keep(p *pendingSave, unlock func()) {
+func (ss *storeSync) keep(p *pendingSave, unlock func(context.Context) error) {
 	ss.pending = p
 	if unlock != nil {
 		ss.held = unlock
@@ -124,30 +124,26 @@ func (ss *storeSync) flush(ctx context.Context) (saved bool, err error) {
 		return false, err
 	}
 	ss.pending = nil
-	ss.release()
+	ss.release(ctx)
 	return saved, nil
 }
 
-// release releases the lock kept for a pending Save, if any.
-func (ss *storeSync) release() {
+// release releases the lock kept for a pending Save, if any: another
+// process may refresh now. If that fails, the lease frees the lock when it
+// ends.
+func (ss *storeSync) release(ctx context.Context) {
 	if ss.held != nil {
-		ss.held() // another process may refresh now
+		ss.held(ctx)
 		ss.held = nil
 	}
 }
 
 // lock takes the shared store's refresh lock, waiting until ctx ends. It
-// returns when the lease ends and a function that releases the lock with a
-// context of its own (bounded by timeout): if that fails, the lease frees
-// the lock when it ends.
-func (ss *storeSync) lock(ctx, release context.Context, timeout time.Duration) (expires time.Time, unlock func(), err error) {
-	expires, unlockCtx, err := ss.shared.Lock(ctx)
+// returns when the lease ends and the function that releases the lock.
+func (ss *storeSync) lock(ctx context.Context) (expires time.Time, unlock func(context.Context) error, err error) {
+	expires, unlock, err = ss.shared.Lock(ctx)
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("refreshtoken: taking the shared store's refresh lock: %w", err)
 	}
-	return expires, func() {
-		ctx, cancel := context.WithTimeout(release, timeout)
-		defer cancel()
-		unlockCtx(ctx)
-	}, nil
+	return expires, unlock, nil
 }

@@ -28,9 +28,9 @@ var ErrClosed = errors.New("refreshtoken: token source closed")
 // returns are the caller's own copies.
 type TokenSource struct {
 	// cur is what Token hands out. Token reads it without a lock. It is
-	// replaced whole: by a refresh's publish and SetToken (mu held), and by
-	// the drops of Invalidate, InvalidateToken and Transport, which
-	// compare-and-swap without a lock.
+	// replaced whole: by a refresh's publish, SetToken and Flush (mu
+	// held), by the drops of Invalidate, InvalidateToken and Transport,
+	// which compare-and-swap without a lock, and emptied by Close.
 	cur atomic.Pointer[entry]
 
 	// mu serialises refreshes, SetToken and Flush, and guards rt,

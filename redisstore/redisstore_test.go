@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,6 +172,16 @@ func TestSaveIfCurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConformance: two Stores on one key are two handles on one storage.
+func TestConformance(t *testing.T) {
+	rs := startRedis(t)
+	var keys atomic.Int32
+	refreshtokentest.TestSharedStore(t, func(*testing.T) (a, b refreshtokentest.SharedStore) {
+		key := fmt.Sprintf("refreshtoken:conformance:%d", keys.Add(1))
+		return redisstore.New(rs.Client(), key), redisstore.New(rs.Client(), key)
+	})
 }
 
 // TestLock: one holder at a time; a holder whose lease has ended cannot

@@ -76,6 +76,14 @@ func recvLock(t *testing.T, what string, c <-chan lockResult) lockResult {
 	}
 }
 
+// TestMemoryStoreConformance runs the checks of TestStore too.
+func TestMemoryStoreConformance(t *testing.T) {
+	refreshtokentest.TestSharedStore(t, func(*testing.T) (a, b refreshtokentest.SharedStore) {
+		m := refreshtokentest.NewMemoryStore(nil, time.Minute)
+		return m, m
+	})
+}
+
 var errDown = errors.New("test: store down")
 
 func TestMemoryStoreFaults(t *testing.T) {

@@ -37,8 +37,9 @@ var _ SharedStore = (*MemoryStore)(nil)
 // down, loses replies or loses locks would; [MemoryStore.Stats] counts its
 // calls.
 //
-// Only Lock, the one call that waits, heeds its context. A MemoryStore is
-// safe for concurrent use by multiple goroutines.
+// Make one with [NewMemoryStore]. Only Lock, the one call that waits,
+// heeds its context. A MemoryStore is safe for concurrent use by multiple
+// goroutines.
 type MemoryStore struct {
 	clock func() time.Time
 	lease time.Duration
@@ -171,14 +172,16 @@ func (m *MemoryStore) saveLocked(tok *oauth2.Token) error {
 func (m *MemoryStore) Lock(ctx context.Context) (expires time.Time, unlock func(context.Context) error, err error) {
 	var tick *time.Ticker
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for waited := false; ; waited = true {
 		if err := ctx.Err(); err != nil {
-			m.mu.Unlock()
-			return time.Time{}, nil, fmt.Errorf("refreshtokentest: MemoryStore locked by another holder: %w", err)
+			what := "MemoryStore.Lock"
+			if waited {
+				what = "MemoryStore locked by another holder"
+			}
+			return time.Time{}, nil, fmt.Errorf("refreshtokentest: %s: %w", what, err)
 		}
-		now := m.clock()
-		if m.holder == 0 || !now.Before(m.leaseEnd) {
-			defer m.mu.Unlock()
+		if now := m.clock(); m.holder == 0 || !now.Before(m.leaseEnd) {
 			return m.takeLocked(now)
 		}
 		if !waited {

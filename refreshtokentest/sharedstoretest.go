@@ -13,27 +13,22 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// TestSharedStore tests that a [SharedStore] keeps the contract of
-// refreshtoken.SharedStore, as [TestStore] does for a Store, whose checks
-// it runs too. newStore returns two handles, a and b, on one new, empty
-// storage, as two processes sharing it would have (for a store in
-// memory, a and b may be the same).
+// TestSharedStore checks that a [SharedStore] keeps the contract of
+// refreshtoken.SharedStore, and runs the checks of [TestStore] too.
+// newStore returns two handles, a and b, on one new, empty storage, as two
+// processes have them (a store in memory may return itself twice).
 //
-// Besides the checks of TestStore, it checks that what one handle saves
-// the other loads; that SaveIfCurrent stores on an empty store and when
-// the stored refresh token is the previous one, and otherwise reports
-// false and stores nothing; that Lock returns a lease that ends in the
-// future by time.Now, and that a second Lock, on either handle, waits
-// while the lock is held, until its context ends (returning an error that
-// wraps the context's) or the lock is released (returning the lock); that
-// unlock can be called twice, and never releases a later holder's lock;
-// and that two handles that lock, load and compare-and-save concurrently
+// The checks: what one handle saves the other loads; SaveIfCurrent stores
+// only on an empty store or over the previous refresh token; Lock's lease
+// ends in the future by time.Now; a second Lock, on either handle, waits
+// until the lock is released, or its context ends and it returns an error
+// wrapping the context's; a second unlock leaves the next holder's lock
+// alone; two handles that take turns to lock, load and compare-and-save
 // lose no save.
 //
-// The checks wait on real time, within generous bounds, and assert no
-// speed; the store's leases must run on the real clock and last at least
-// 20 s, so that none ends during a check. A lease that ends is a check for
-// the store's own tests.
+// The checks wait on real time and assert no speed. The store's leases
+// must run on the real clock and last at least 20 s, so that none ends
+// during a check: a lease that ends is for the store's own tests.
 func TestSharedStore(t *testing.T, newStore func(t *testing.T) (a, b SharedStore)) {
 	TestStore(t, func(t *testing.T) Store {
 		a, _ := newStore(t)

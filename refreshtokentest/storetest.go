@@ -11,22 +11,21 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// TestStore tests that a [Store] keeps the contract of refreshtoken.Store,
-// as testing/fstest.TestFS tests a file system. newStore returns a new,
-// empty store each time it is called; TestStore calls it once per check,
-// with the check's t (t.TempDir, t.Cleanup). Failures are reported with
-// t.Errorf, each naming the behaviour checked.
+// TestStore checks that a [Store] keeps the contract of
+// refreshtoken.Store, as testing/fstest.TestFS checks a file system, and
+// reports each broken rule with t.Errorf. newStore returns a new, empty
+// store at each call; TestStore calls it once per check, with the check's
+// t.
 //
-// It checks that Load of an empty store returns nil and no error; that
-// Load returns what Save stored: the access and refresh tokens, the token
-// type, ExpiresIn, and the expiry to the second (zero stays zero, a time
-// with a monotonic reading or a year ahead works), for tokens of 8 KiB and
-// of any Unicode; that the id_token and scope extras, which a store may
-// drop, come back unchanged if they come back at all; that Save replaces
-// the whole token; that the token Load returns is the caller's to modify;
-// and that a call whose context has ended either fails or does its work,
-// and corrupts nothing. It does not modify the tokens it passes to Save,
-// which are Save's to keep.
+// The checks: Load of an empty store returns nil and no error; Load
+// returns what Save stored (the access and refresh tokens, the type,
+// ExpiresIn, and the expiry to the second, zero staying zero), for tokens
+// of up to 8 KiB and of any Unicode; Save replaces the whole token; the
+// id_token and scope extras, which a store may drop, come back unchanged if
+// they come back; the token Load returns is the caller's to modify; a call
+// whose context has ended fails or does its work, and breaks nothing.
+// TestStore does not modify the tokens it passes to Save, which are Save's
+// to keep.
 func TestStore(t *testing.T, newStore func(t *testing.T) Store) {
 	ctx := context.Background()
 	t.Run("LoadEmpty", func(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
 var ctx = context.Background()
@@ -359,6 +361,12 @@ func TestNotATokenFile(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "SECRET") || !strings.Contains(err.Error(), "not a token file") {
 		t.Errorf("Load() error = %v, want a clear error without the content", err)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	refreshtokentest.TestStore(t, func(t *testing.T) refreshtokentest.Store {
+		return New(filepath.Join(t.TempDir(), "token.json"))
+	})
 }
 
 // TestConcurrentSaves: after Saves from many goroutines the file holds one

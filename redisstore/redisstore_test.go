@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,6 +174,16 @@ func TestSaveIfCurrent(t *testing.T) {
 	}
 }
 
+// TestConformance: two Stores on one key are two handles on one storage.
+func TestConformance(t *testing.T) {
+	rs := startRedis(t)
+	var keys atomic.Int32
+	refreshtokentest.TestSharedStore(t, func(*testing.T) (a, b refreshtokentest.SharedStore) {
+		key := fmt.Sprintf("refreshtoken:conformance:%d", keys.Add(1))
+		return redisstore.New(rs.Client(), key), redisstore.New(rs.Client(), key)
+	})
+}
+
 // TestLock: one holder at a time; a holder whose lease has ended cannot
 // release its successor's lock; a waiter gets the lock as soon as it is
 // free.
@@ -236,11 +247,7 @@ func TestLock(t *testing.T) {
 // source with its own Redis client (its own connections), sharing the key.
 func replica(t *testing.T, srv *refreshtokentest.Server, rs *redisServer, clock *fakeClock, key, refreshToken string, opts ...refreshtoken.Option) *refreshtoken.TokenSource {
 	t.Helper()
-	return replicaWith(t, srv, clock, redisstore.New(rs.Client(), key), refreshToken, opts...)
-}
-
-func replicaWith(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, st refreshtoken.Store, refreshToken string, opts ...refreshtoken.Option) *refreshtoken.TokenSource {
-	t.Helper()
+	st := redisstore.New(rs.Client(), key)
 	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st)}, opts...)
 	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: refreshToken}, opts...)
 	t.Cleanup(func() { ts.Close() })
@@ -265,194 +272,6 @@ func mustToken(t *testing.T, ts *refreshtoken.TokenSource) *oauth2.Token {
 		t.Fatalf("Token() = %v", err)
 	}
 	return tok
-}
-
-// TestReplicasRefreshOnce: 8 replicas of 10 goroutines each, all with
-// the token expired at once, over 5 lifetimes: one refresh per lifetime,
-// and every replica ends up with the same token.
-func TestReplicasRefreshOnce(t *testing.T) {
-	rs := startRedis(t)
-	clock, srv := newServer(t, refreshtokentest.Config{})
-	rt := srv.NewRefreshToken("openid")
-	var fleet []*refreshtoken.TokenSource
-	for range 8 {
-		fleet = append(fleet, replica(t, srv, rs, clock, "refreshtoken:fleet:user-1", rt))
-	}
-
-	const lifetimes = 5
-	for n := 1; n <= lifetimes; n++ {
-		got := make(chan string, 80)
-		var wg sync.WaitGroup
-		for _, ts := range fleet {
-			for range 10 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					tok, err := ts.Token()
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					got <- tok.AccessToken
-				}()
-			}
-		}
-		wg.Wait()
-		close(got)
-		seen := map[string]int{}
-		for at := range got {
-			seen[at]++
-		}
-		if len(seen) != 1 {
-			t.Errorf("lifetime %d: the replicas were handed %d different tokens, want 1", n, len(seen))
-		}
-		if st := srv.Stats(); st.Refreshes != n || st.TokenRequests != n {
-			t.Fatalf("lifetime %d: %d refreshes in %d token requests, want %d in %d", n, st.Refreshes, st.TokenRequests, n, n)
-		}
-		clock.Add(time.Hour) // every replica's token has expired
-	}
-	if st := srv.Stats(); st.ReuseEvents != 0 || st.ReplacedSent != 0 {
-		t.Errorf("reuse events %d, replaced tokens sent %d; want 0", st.ReuseEvents, st.ReplacedSent)
-	}
-}
-
-// TestReplicaUsesStoredToken: a replica whose token comes due after
-// another has refreshed it takes the stored token and sends nothing, in the
-// early window (background) and after a 401 alike.
-func TestReplicaUsesStoredToken(t *testing.T) {
-	rs := startRedis(t)
-	clock, srv := newServer(t, refreshtokentest.Config{})
-	rt := srv.NewRefreshToken("openid")
-	key := "refreshtoken:stored:user-1"
-	a := replica(t, srv, rs, clock, key, rt, refreshtoken.WithJitter(0))
-	b := replica(t, srv, rs, clock, key, rt, refreshtoken.WithJitter(0))
-
-	first := mustToken(t, a)
-	if tok := mustToken(t, b); tok.AccessToken != first.AccessToken {
-		t.Fatalf("b got %q, want a's token from the store", tok.AccessToken)
-	}
-	if n := srv.Stats().TokenRequests; n != 1 {
-		t.Fatalf("token requests = %d, want 1", n)
-	}
-
-	clock.Add(time.Hour - 2*time.Minute) // the early window opens for both
-	mustToken(t, a)                      // starts a's background refresh
-	eventually(t, "a's background refresh", func() bool { return srv.Stats().Refreshes == 2 })
-	eventually(t, "a's new token", func() bool { return mustToken(t, a).AccessToken != first.AccessToken })
-	second := mustToken(t, a)
-	mustToken(t, b) // starts b's refresh, which finds a's token in the store
-	eventually(t, "b to take a's token", func() bool { return mustToken(t, b).AccessToken == second.AccessToken })
-	if n := srv.Stats().TokenRequests; n != 2 {
-		t.Errorf("token requests = %d, want 2: b must use a's token", n)
-	}
-
-	// A 401 for the shared token: a refreshes, and b, told of the same 401,
-	// takes a's new token instead of refreshing again or going back to the
-	// rejected one.
-	a.InvalidateToken(second)
-	third := mustToken(t, a)
-	b.InvalidateToken(second)
-	if tok := mustToken(t, b); tok.AccessToken != third.AccessToken {
-		t.Errorf("after the 401, b got %q, want a's new token", tok.AccessToken)
-	}
-	if n := srv.Stats().TokenRequests; n != 3 {
-		t.Errorf("token requests = %d, want 3", n)
-	}
-}
-
-// pausingStore is a real redisstore.Store whose first SaveIfCurrent
-// waits for release: a process paused between the answer and its Save (a
-// long GC pause, a stopped VM).
-type pausingStore struct {
-	*redisstore.Store
-	paused, release chan struct{}
-	once            sync.Once
-}
-
-func (p *pausingStore) SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previous string) (bool, error) {
-	p.once.Do(func() {
-		p.paused <- struct{}{}
-		<-p.release
-	})
-	return p.Store.SaveIfCurrent(ctx, tok, previous)
-}
-
-// TestLeaseShorterThanRefresh: a refresh that outlives its lease neither
-// sends a refresh token another process is sending, nor overwrites the
-// newer token another process saved.
-func TestLeaseShorterThanRefresh(t *testing.T) {
-	const lease = 300 * time.Millisecond
-	key := "refreshtoken:lease:user-1"
-
-	t.Run("slow endpoint", func(t *testing.T) {
-		rs := startRedis(t)
-		clock, srv := newServer(t, refreshtokentest.Config{})
-		rt := srv.NewRefreshToken("openid")
-		opts := []refreshtoken.Option{refreshtoken.WithRefreshTimeout(time.Minute)}
-		a := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(lease)), rt, opts...)
-		b := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(lease)), rt, opts...)
-
-		// a's request hangs; a gives it up within its lease, before
-		// another process could take the lock and send the same token.
-		srv.Inject(1, refreshtokentest.Fault{Latency: time.Hour})
-		_, err := a.Token()
-		var re *refreshtoken.RetryError
-		if !errors.As(err, &re) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("a: Token() = %v; want a RetryError for the request cut short at the lease", err)
-		}
-		btok := mustToken(t, b)
-		clock.Add(re.RetryAt.Sub(clock.Now()))
-		if atok := mustToken(t, a); atok.AccessToken != btok.AccessToken {
-			t.Errorf("a got %q after its back-off, want b's token from the store", atok.AccessToken)
-		}
-		st := srv.Stats()
-		if st.TokenRequests != 2 || st.Refreshes != 1 || st.ReuseEvents != 0 || st.ReuseTolerated != 0 {
-			t.Errorf("server saw %d requests, %d refreshes, %d reuse events, %d tolerated; want 2, 1, 0, 0", st.TokenRequests, st.Refreshes, st.ReuseEvents, st.ReuseTolerated)
-		}
-	})
-
-	t.Run("pause before the save", func(t *testing.T) {
-		rs := startRedis(t)
-		// b's refresh is a reuse of the token a has just used: Auth0's
-		// reuse interval tolerates it, and keeps b's (the later) token.
-		clock, srv := newServer(t, refreshtokentest.Config{ReuseInterval: time.Minute})
-		rt := srv.NewRefreshToken("openid")
-		paused := &pausingStore{Store: redisstore.New(rs.Client(), key, redisstore.WithLease(lease)),
-			paused: make(chan struct{}), release: make(chan struct{})}
-		a := replicaWith(t, srv, clock, paused, rt)
-		b := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(lease)), rt)
-
-		atok := make(chan *oauth2.Token)
-		go func() {
-			tok, err := a.Token()
-			if err != nil {
-				t.Error(err)
-			}
-			atok <- tok
-		}()
-		recv(t, "a's refresh to reach its Save", paused.paused)
-		rdb := rs.Client()
-		eventually(t, "a's lease to end", func() bool { return rdb.Exists(context.Background(), key+":lock").Val() == 0 })
-		btok := mustToken(t, b)
-		close(paused.release)
-		if got := recv(t, "a's token", atok); got == nil || got.AccessToken != btok.AccessToken {
-			t.Errorf("a got %v, want b's token: a's own was refused by the store", got)
-		}
-		if got, _ := redisstore.New(rdb, key).Load(context.Background()); got == nil || got.AccessToken != btok.AccessToken {
-			t.Errorf("stored %v, want b's token: the late writer must not overwrite it", got)
-		}
-
-		// The fleet goes on from b's refresh token.
-		clock.Add(time.Hour)
-		next := mustToken(t, a)
-		if tok := mustToken(t, b); tok.AccessToken != next.AccessToken {
-			t.Errorf("after expiry b got %q, a %q; want the same token", tok.AccessToken, next.AccessToken)
-		}
-		st := srv.Stats()
-		if st.Refreshes != 3 || st.ReuseEvents != 0 || st.ReuseTolerated != 1 {
-			t.Errorf("server saw %d refreshes, %d reuse events, %d tolerated; want 3, 0, 1", st.Refreshes, st.ReuseEvents, st.ReuseTolerated)
-		}
-	})
 }
 
 // TestRedisDown: while Redis is down a replica hands out its valid token,

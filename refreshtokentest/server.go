@@ -14,6 +14,11 @@
 // dropped connections, truncated, non-JSON and oversized bodies (see
 // [Fault] and [Server.Inject]), revocation of a family ([Server.Revoke]),
 // a reuse interval and a per-second rate limit ([Config]).
+//
+// For tests of code that keeps tokens, [MemoryStore] is a shared store in
+// memory with faults to switch on, and [TestStore] and [TestSharedStore]
+// check that a store keeps the contract of refreshtoken.Store or
+// refreshtoken.SharedStore.
 package refreshtokentest
 
 import (

@@ -1,4 +1,4 @@
-package redisstore_test
+package refreshtoken_test
 
 import (
 	"context"
@@ -13,69 +13,71 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenfresh/refreshtoken"
-	"github.com/tokenfresh/refreshtoken/redisstore"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
-// flakyStore is a real redisstore.Store whose saves can be made to fail, or
-// to land and then report a failure (a reply lost on the way back), and
-// which counts its Loads.
-type flakyStore struct {
-	*redisstore.Store
-	failSaves atomic.Bool // saves fail without reaching Redis
-	loseReply atomic.Bool // saves reach Redis, then report a failure
-	loads     atomic.Int32
+// The tests of the shared-store protocol (lock, load again, compare and
+// save) run the sources and the token server on a fake clock, and share a
+// MemoryStore between the sources of a fleet. Its leases run on the real
+// clock, as Redis's do: a source bounds its request by the lease left on
+// the real clock. The leases are long, and a lease that must end is lost
+// with the LoseLock fault.
+
+var _ refreshtoken.SharedStore = (*refreshtokentest.MemoryStore)(nil)
+
+// errBroken is the error of a store that is down.
+var errBroken = errors.New("test: store unreachable")
+
+// sharedStore returns an empty MemoryStore with leases of lease (30 s if
+// 0) on the real clock.
+func sharedStore(lease time.Duration) *refreshtokentest.MemoryStore {
+	return refreshtokentest.NewMemoryStore(nil, lease)
 }
 
-var errBroken = errors.New("test: Redis unreachable")
-
-func (f *flakyStore) Load(ctx context.Context) (*oauth2.Token, error) {
-	f.loads.Add(1)
-	return f.Store.Load(ctx)
+// newServer starts a token server on a new fake clock, closed at the
+// test's end.
+func newServer(t *testing.T, cfg refreshtokentest.Config) (*fakeClock, *refreshtokentest.Server) {
+	t.Helper()
+	clock := newFakeClock(t0)
+	cfg.Clock = clock.Now
+	srv := refreshtokentest.NewServer(cfg)
+	t.Cleanup(srv.Close)
+	return clock, srv
 }
 
-func (f *flakyStore) Save(ctx context.Context, tok *oauth2.Token) error {
-	if f.failSaves.Load() {
-		return errBroken
-	}
-	if err := f.Store.Save(ctx, tok); err != nil || !f.loseReply.Load() {
-		return err
-	}
-	return errBroken
+// replica is one process of a fleet, simulated in the test process: a
+// source on clock that keeps its token in st, which the fleet shares.
+func replica(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, st refreshtoken.Store, refreshToken string, opts ...refreshtoken.Option) *refreshtoken.TokenSource {
+	t.Helper()
+	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st)}, opts...)
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: refreshToken}, opts...)
+	t.Cleanup(func() { ts.Close() })
+	return ts
 }
 
-func (f *flakyStore) SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previous string) (bool, error) {
-	if f.failSaves.Load() {
-		return false, errBroken
-	}
-	return f.Store.SaveIfCurrent(ctx, tok, previous)
-}
-
-// flakyRig is a replica with a flakyStore, its Redis, token server and
-// clock.
-type flakyRig struct {
-	rs    *redisServer
+// sharedRig is a replica with its store, token server and clock.
+type sharedRig struct {
 	clock *fakeClock
 	srv   *refreshtokentest.Server
-	st    *flakyStore
+	st    *refreshtokentest.MemoryStore
 	ts    *refreshtoken.TokenSource
 }
 
-func newFlakyRig(t *testing.T, key string, opts ...redisstore.Option) flakyRig {
+func newSharedRig(t *testing.T, lease time.Duration) sharedRig {
 	t.Helper()
-	r := flakyRig{rs: startRedis(t)}
+	var r sharedRig
 	r.clock, r.srv = newServer(t, refreshtokentest.Config{})
-	r.st = &flakyStore{Store: redisstore.New(r.rs.Client(), key, opts...)}
-	r.ts = replicaWith(t, r.srv, r.clock, r.st, r.srv.NewRefreshToken("openid"))
+	r.st = sharedStore(lease)
+	r.ts = replica(t, r.srv, r.clock, r.st, r.srv.NewRefreshToken("openid"))
 	return r
 }
 
 // refreshUnsaved gets a token, then has the refresh at its expiry fail to
 // save: the new token is in use, its Save pending.
-func (r flakyRig) refreshUnsaved(t *testing.T) {
+func (r sharedRig) refreshUnsaved(t *testing.T) {
 	t.Helper()
 	mustToken(t, r.ts)
-	r.st.failSaves.Store(true)
+	r.st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
 	r.clock.Add(time.Hour)
 	if _, err := r.ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("Token() with saves failing = %v, want ErrNotSaved", err)
@@ -87,9 +89,8 @@ func (r flakyRig) refreshUnsaved(t *testing.T) {
 // token, which the store has never held, would have its Save refused, and
 // the rotated token would be lost: the next refresh would be a reuse.
 func TestPendingSaveBeforeRefresh(t *testing.T) {
-	key := "refreshtoken:pending:user-1"
-	r := newFlakyRig(t, key)
-	rs, clock, srv, st, ts := r.rs, r.clock, r.srv, r.st, r.ts
+	r := newSharedRig(t, 0)
+	clock, srv, st, ts := r.clock, r.srv, r.st, r.ts
 	r.refreshUnsaved(t)
 	unsaved := mustToken(t, ts) // in use all the same
 	ts.InvalidateToken(unsaved) // the API answers 401: a refresh is due
@@ -102,14 +103,13 @@ func TestPendingSaveBeforeRefresh(t *testing.T) {
 		t.Fatalf("token requests = %d, want 2: no refresh while a Save is pending", n)
 	}
 
-	st.failSaves.Store(false)
+	st.SetFaults(refreshtokentest.StoreFaults{})
 	clock.Add(time.Minute) // past the back-off
 	tok := mustToken(t, ts)
 	if tok.AccessToken == unsaved.AccessToken {
 		t.Error("the token rejected by the API was handed out again")
 	}
-	stored, _ := redisstore.New(rs.Client(), key).Load(context.Background())
-	if stored == nil || stored.AccessToken != tok.AccessToken {
+	if stored := st.Stored(); stored == nil || stored.AccessToken != tok.AccessToken {
 		t.Errorf("stored %v, want the token in use", stored)
 	}
 	if s := srv.Stats(); s.ReuseEvents != 0 || s.ReplacedSent != 0 || s.Refreshes != 3 {
@@ -121,25 +121,23 @@ func TestPendingSaveBeforeRefresh(t *testing.T) {
 // reported a failure is retried with a compare, so that it does not
 // overwrite the token another process has since refreshed from it.
 func TestSetTokenRetryKeepsNewerToken(t *testing.T) {
-	key := "refreshtoken:settoken:user-1"
-	r := newFlakyRig(t, key)
-	rs, clock, srv, st, a := r.rs, r.clock, r.srv, r.st, r.ts
-	b := replica(t, srv, rs, clock, key, "rt-unused")
+	r := newSharedRig(t, 0)
+	clock, srv, st, a := r.clock, r.srv, r.st, r.ts
+	b := replica(t, srv, clock, st, "rt-unused")
 	mustToken(t, a)
 
 	signedIn := &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid")} // the user signed in again
-	st.loseReply.Store(true)
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken, SaveLands: true})
 	if err := a.SetToken(signedIn); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("SetToken = %v, want ErrNotSaved", err)
 	}
-	st.loseReply.Store(false)
+	st.SetFaults(refreshtokentest.StoreFaults{})
 	clock.Add(time.Hour)
 	btok := mustToken(t, b) // b refreshes from the token SetToken saved
 	if err := a.Flush(); err != nil {
 		t.Fatalf("Flush = %v", err)
 	}
-	stored, _ := redisstore.New(rs.Client(), key).Load(context.Background())
-	if stored == nil || stored.AccessToken != btok.AccessToken {
+	if stored := st.Stored(); stored == nil || stored.AccessToken != btok.AccessToken {
 		t.Fatalf("stored %v, want b's token: the retried SetToken must not overwrite it", stored)
 	}
 	if atok := mustToken(t, a); atok.AccessToken != btok.AccessToken {
@@ -151,11 +149,10 @@ func TestSetTokenRetryKeepsNewerToken(t *testing.T) {
 }
 
 // TestFailedRefreshBurst: callers that arrive while a refresh is in flight
-// share it, or one more call, and a refresh that fails with Redis down
+// share it, or one more call, and a refresh that fails with the store down
 // sets one back-off, not one per caller.
 func TestFailedRefreshBurst(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
+	clock := newFakeClock(t0)
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
 	var hold atomic.Bool
 	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, OnTokenRequest: func(*http.Request) {
@@ -165,14 +162,14 @@ func TestFailedRefreshBurst(t *testing.T) {
 		}
 	}})
 	defer srv.Close()
-	st := &flakyStore{Store: redisstore.New(rs.Client(), "refreshtoken:burst:user-1")}
-	ts := replicaWith(t, srv, clock, st, srv.NewRefreshToken("openid"))
+	st := sharedStore(0)
+	ts := replica(t, srv, clock, st, srv.NewRefreshToken("openid"))
 	mustToken(t, ts)
 
 	hold.Store(true)
 	srv.Inject(1, refreshtokentest.Fault{Status: http.StatusServiceUnavailable})
 	clock.Add(time.Hour)
-	loads := st.loads.Load()
+	loads := st.Stats().Loads
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
 	for range 200 {
@@ -184,7 +181,7 @@ func TestFailedRefreshBurst(t *testing.T) {
 		}()
 	}
 	recv(t, "the refresh", arrived)
-	rs.Stop()
+	st.SetFaults(refreshtokentest.StoreFaults{Load: errBroken, Save: errBroken}) // the store goes down
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -197,7 +194,7 @@ func TestFailedRefreshBurst(t *testing.T) {
 			t.Errorf("retry in %v, want at most 1 s: one failure, not one per caller", d)
 		}
 	}
-	if n := st.loads.Load() - loads; n > 2 {
+	if n := st.Stats().Loads - loads; n > 2 {
 		t.Errorf("%d loads for one refresh, want at most 2 (before and inside the lock)", n)
 	}
 }
@@ -206,7 +203,6 @@ func TestFailedRefreshBurst(t *testing.T) {
 // may still be acted on by the server, so its lock is left to the lease;
 // a refresh the server refused releases it at once.
 func TestLockKeptAfterUncertainFailure(t *testing.T) {
-	rs := startRedis(t)
 	for _, tc := range []struct {
 		name     string
 		fault    refreshtokentest.Fault
@@ -217,13 +213,13 @@ func TestLockKeptAfterUncertainFailure(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock, srv := newServer(t, refreshtokentest.Config{})
-			key := "refreshtoken:uncertain:" + tc.name
-			ts := replicaWith(t, srv, clock, redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour)), srv.NewRefreshToken("openid"))
+			st := sharedStore(time.Hour)
+			ts := replica(t, srv, clock, st, srv.NewRefreshToken("openid"))
 			srv.Inject(1, tc.fault)
 			if _, err := ts.Token(); err == nil {
 				t.Fatal("Token() succeeded, want the injected failure")
 			}
-			if kept := rs.Client().Exists(context.Background(), key+":lock").Val() == 1; kept != tc.wantKept {
+			if kept := st.Locked(); kept != tc.wantKept {
 				t.Errorf("lock kept = %v, want %v", kept, tc.wantKept)
 			}
 		})
@@ -243,19 +239,16 @@ func (c *counterSource) Token() (*oauth2.Token, error) {
 // token it last loaded or saved, and keeps sharing its tokens after the
 // first.
 func TestCacheWithSharedStore(t *testing.T) {
-	rs := startRedis(t)
-	clock := &fakeClock{now: t0}
-	key := "refreshtoken:cache:client-1"
-	src := &counterSource{}
-	ts := refreshtoken.Cache(src, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(redisstore.New(rs.Client(), key)))
+	clock := newFakeClock(t0)
+	st := sharedStore(0)
+	ts := refreshtoken.Cache(&counterSource{}, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st))
 	defer ts.Close()
 	for round := 1; round <= 3; round++ {
 		tok, err := ts.Token()
 		if err != nil {
 			t.Fatalf("round %d: Token() = %v", round, err)
 		}
-		stored, _ := redisstore.New(rs.Client(), key).Load(context.Background())
-		if stored == nil || stored.AccessToken != tok.AccessToken {
+		if stored := st.Stored(); stored == nil || stored.AccessToken != tok.AccessToken {
 			t.Fatalf("round %d: stored %v, want the token handed out (%s)", round, stored, tok.AccessToken)
 		}
 		clock.Add(time.Hour)
@@ -267,19 +260,18 @@ func TestCacheWithSharedStore(t *testing.T) {
 // holds, not against the unsaved refresh token in memory, and the
 // signed-in token ends up in the store and in use.
 func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
-	key := "refreshtoken:settoken-pending:user-1"
-	r := newFlakyRig(t, key)
-	rs, srv, st, ts := r.rs, r.srv, r.st, r.ts
+	r := newSharedRig(t, 0)
+	srv, st, ts := r.srv, r.st, r.ts
 	r.refreshUnsaved(t)
 	signedIn := srv.NewRefreshToken("openid")
 	if err := ts.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("SetToken = %v, want ErrNotSaved", err)
 	}
-	st.failSaves.Store(false)
+	st.SetFaults(refreshtokentest.StoreFaults{})
 	if err := ts.Flush(); err != nil {
 		t.Fatalf("Flush = %v", err)
 	}
-	if stored, _ := redisstore.New(rs.Client(), key).Load(context.Background()); stored == nil || stored.RefreshToken != signedIn {
+	if stored := st.Stored(); stored == nil || stored.RefreshToken != signedIn {
 		t.Fatalf("stored %v, want the signed-in refresh token", stored)
 	}
 	mustToken(t, ts)
@@ -292,21 +284,17 @@ func TestSetTokenRetryAfterPendingRefresh(t *testing.T) {
 // saves SetToken's token whatever the store holds, when the first Save
 // fails and is retried.
 func TestSetTokenBeforeFirstLoad(t *testing.T) {
-	rs := startRedis(t)
 	clock, srv := newServer(t, refreshtokentest.Config{})
-	key := "refreshtoken:settoken-first:user-1"
-	if err := redisstore.New(rs.Client(), key).Save(context.Background(), &oauth2.Token{RefreshToken: "rt-revoked-long-ago"}); err != nil {
-		t.Fatal(err)
-	}
-	st := &flakyStore{Store: redisstore.New(rs.Client(), key)}
+	st := sharedStore(0)
+	st.Put(&oauth2.Token{RefreshToken: "rt-revoked-long-ago"})
 	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st))
 	defer ts.Close()
 	signedIn := srv.NewRefreshToken("openid")
-	st.failSaves.Store(true)
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
 	if err := ts.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("SetToken = %v, want ErrNotSaved", err)
 	}
-	st.failSaves.Store(false)
+	st.SetFaults(refreshtokentest.StoreFaults{})
 	if _, err := ts.Token(); err != nil {
 		t.Fatalf("Token() = %v, want a token from the signed-in refresh token", err)
 	}
@@ -316,14 +304,13 @@ func TestSetTokenBeforeFirstLoad(t *testing.T) {
 // store still holds the refresh token the server has retired: the lock is
 // left to its lease, so that no other process sends it meanwhile.
 func TestLockKeptAfterFailedSave(t *testing.T) {
-	key := "refreshtoken:savefails:user-1"
-	r := newFlakyRig(t, key, redisstore.WithLease(time.Hour))
-	rs, st, ts := r.rs, r.st, r.ts
-	st.failSaves.Store(true)
+	r := newSharedRig(t, time.Hour)
+	st, ts := r.st, r.ts
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
 	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
 		t.Fatalf("Token() = %v, want ErrNotSaved", err)
 	}
-	if rs.Client().Exists(context.Background(), key+":lock").Val() != 1 {
+	if !st.Locked() {
 		t.Error("lock released after a failed Save: another process could send the retired refresh token")
 	}
 }
@@ -331,16 +318,14 @@ func TestLockKeptAfterFailedSave(t *testing.T) {
 // TestLockReleasedWhenNothingWasSent: a refresh that fails before sending
 // anything (here: no refresh token at all) releases the lock at once.
 func TestLockReleasedWhenNothingWasSent(t *testing.T) {
-	rs := startRedis(t)
 	clock, srv := newServer(t, refreshtokentest.Config{})
-	key := "refreshtoken:unsent:user-1"
-	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now),
-		refreshtoken.WithStore(redisstore.New(rs.Client(), key, redisstore.WithLease(time.Hour))))
+	st := sharedStore(time.Hour)
+	ts := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st))
 	defer ts.Close()
 	if _, err := ts.Token(); err == nil {
 		t.Fatal("Token() without any refresh token succeeded")
 	}
-	if rs.Client().Exists(context.Background(), key+":lock").Val() != 0 {
+	if st.Locked() {
 		t.Error("lock held after a refresh that sent nothing")
 	}
 }

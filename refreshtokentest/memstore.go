@@ -87,8 +87,10 @@ type StoreStats struct {
 }
 
 // NewMemoryStore returns an empty MemoryStore whose leases last lease
-// (30 s if lease <= 0), by clock (time.Now if nil); the expiry that Lock
-// returns is on that clock.
+// (30 s if lease <= 0), by clock (time.Now if nil). The expiry that Lock
+// returns is on the local wall clock, as refreshtoken.SharedStore asks:
+// now plus the time the lease has left by clock, so that a source bounds
+// its request correctly with a fake clock too.
 func NewMemoryStore(clock func() time.Time, lease time.Duration) *MemoryStore {
 	if clock == nil {
 		clock = time.Now
@@ -166,7 +168,7 @@ func (m *MemoryStore) saveLocked(tok *oauth2.Token) error {
 
 // Lock takes the lock, waiting while another holder's lease runs, until
 // ctx ends; a ctx that has ended already takes nothing. It returns when
-// the lease ends, by the store's clock, and a function that releases the
+// the lease ends (see NewMemoryStore), and a function that releases the
 // lock if this holder still has it: it reports an error if the lock was
 // lost or its lease had ended, and does nothing once it has released it.
 func (m *MemoryStore) Lock(ctx context.Context) (expires time.Time, unlock func(context.Context) error, err error) {
@@ -231,7 +233,7 @@ func (m *MemoryStore) takeLocked(now time.Time) (time.Time, func(context.Context
 		m.stats.Unlocks++
 		return nil
 	}
-	return m.leaseEnd, unlock, nil
+	return time.Now().Add(m.leaseEnd.Sub(now)), unlock, nil
 }
 
 // releaseLocked frees the lock and wakes its waiters. Called with mu held.

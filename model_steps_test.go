@@ -12,9 +12,12 @@ import (
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
-// The steps of the model, with their weights. Arming steps (transient,
-// reissue, permanent, storeFault) make no call: the fault waits for the
-// next token request, or lasts a few steps.
+// The steps of the model, with their weights (setToken's is four times
+// as much while the source is rejected or has no refresh token, as an
+// application signs in again). The steps that set up a fault (transient,
+// reissue, permanent, storeFault) call Token in the same step half of the
+// time; a fault for one request waits for it at most oneShotSteps steps,
+// an outage or a store fault lasts a few steps.
 var stepKinds = []struct {
 	name   string
 	weight int
@@ -50,7 +53,7 @@ func (m *model) pick() int {
 	weight := func(i int) int {
 		w := stepKinds[i].weight
 		if stepKinds[i].name == "setToken" && (m.rejectedSeen || m.liveRoot == "") {
-			w *= 4 // an application signs in again after a rejection
+			w *= 4
 		}
 		return w
 	}

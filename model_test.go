@@ -562,7 +562,11 @@ func (m *model) report(msg string) {
 		omitted, log = len(log)-n, log[len(log)-n:]
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d, step %d: %s\nreplay: go test -run TestModel -model.seed=%d -model.steps=%d -v .\nstep log", m.seed, m.step, msg, m.seed, m.step)
+	keepGoing := ""
+	if *modelKeepGoing {
+		keepGoing = " -model.keepgoing"
+	}
+	fmt.Fprintf(&b, "seed %d, step %d: %s\nreplay: go test -run TestModel -model.seed=%d -model.steps=%d%s -v .\nstep log", m.seed, m.step, msg, m.seed, m.step, keepGoing)
 	if omitted > 0 {
 		fmt.Fprintf(&b, " (%d earlier steps omitted, -model.log=0 for all)", omitted)
 	}

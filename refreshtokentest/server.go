@@ -186,6 +186,7 @@ type family struct {
 	scope   string
 	revoked bool
 	access  string // the access token last issued, for ReissueAccessToken
+	newest  string // the refresh token last issued, for Newest
 }
 
 // NewServer starts a Server on a loopback port. Close it when done.
@@ -240,8 +241,35 @@ func (s *Server) NewRefreshToken(scope string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rt := "rt-" + rand.Text()
-	s.refresh[rt] = &refreshState{family: &family{scope: scope}}
+	s.refresh[rt] = &refreshState{family: &family{scope: scope, newest: rt}}
 	return rt
+}
+
+// Newest returns the refresh token the server issued last in the family of
+// refreshToken (refreshToken itself until the family is first rotated),
+// whether or not the answer that carried it was delivered, and whether the
+// family is alive: not revoked, by [Server.Revoke] or for reuse. It returns
+// "", false for a refresh token the server never issued. A test checks
+// with it that a client kept, or saved, the latest rotation.
+func (s *Server) Newest(refreshToken string) (newest string, alive bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.refresh[refreshToken]
+	if rt == nil {
+		return "", false
+	}
+	return rt.family.newest, !rt.family.revoked
+}
+
+// AccessExpiry returns when an access token the server issued expires, as
+// /api judges it, and false for one it never issued (or that
+// [Server.RevokeAccessTokens] revoked). A re-issued access token keeps its
+// first expiry.
+func (s *Server) AccessExpiry(access string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.access[access]
+	return exp, ok
 }
 
 // Stats returns the counts so far.
@@ -514,6 +542,7 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 		rt.successor = &refreshState{family: rt.family, issuedAt: now}
 		rt.retired, rt.retiredAt, rt.delivered = true, now, false
 		s.refresh[next] = rt.successor
+		rt.family.newest = next
 		body["refresh_token"] = next
 		rotated = rt
 	}

@@ -174,3 +174,42 @@ func TestYoungestRefreshed(t *testing.T) {
 		t.Errorf("YoungestRefreshed = %v, want 50m (the first refresh, of a token not issued by a refresh, does not count)", got)
 	}
 }
+
+// TestNewestAndAccessExpiry: Newest follows rotation, an undelivered one
+// included, and reports revocation; AccessExpiry knows only issued tokens.
+func TestNewestAndAccessExpiry(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := NewServer(Config{Lifetime: time.Minute, Clock: func() time.Time { return now }})
+	defer s.Close()
+	if newest, alive := s.Newest("rt-unknown"); newest != "" || alive {
+		t.Errorf("Newest(unknown) = %q, %v, want \"\", false", newest, alive)
+	}
+	rt0 := s.NewRefreshToken("")
+	if newest, alive := s.Newest(rt0); newest != rt0 || !alive {
+		t.Errorf("Newest(new family) = %q, %v, want itself, alive", newest, alive)
+	}
+	_, body := post(t, s, refreshForm(s, rt0), false)
+	rt1 := body["refresh_token"].(string)
+	if exp, ok := s.AccessExpiry(body["access_token"].(string)); !ok || !exp.Equal(now.Add(time.Minute)) {
+		t.Errorf("AccessExpiry(issued) = %v, %v, want %v, true", exp, ok, now.Add(time.Minute))
+	}
+	if _, ok := s.AccessExpiry("at-forged"); ok {
+		t.Error("AccessExpiry(forged) ok, want false")
+	}
+	s.Inject(1, Fault{DropAfterRotate: true})
+	req, _ := http.NewRequest(http.MethodPost, s.TokenURL, strings.NewReader(refreshForm(s, rt1).Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("DropAfterRotate answered")
+	}
+	for _, rt := range []string{rt0, rt1} {
+		if newest, alive := s.Newest(rt); newest == rt0 || newest == rt1 || !alive {
+			t.Errorf("Newest(%s) after an undelivered rotation = %q, %v, want the undelivered token, alive", rt, newest, alive)
+		}
+	}
+	s.Revoke(rt0)
+	if _, alive := s.Newest(rt1); alive {
+		t.Error("Newest after Revoke: alive, want revoked")
+	}
+}

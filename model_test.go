@@ -97,9 +97,8 @@ const (
 	modelLease = 45 * time.Second
 )
 
-// modelT0 is where the fake clock starts: far in the future, so that the
-// store's lease expiry, which the source compares with the real clock,
-// is always ahead.
+// modelT0 is where the fake clock starts, far from the wall clock: nothing
+// may mix the two.
 var modelT0 = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func envOr(v int, name string, def int) int {
@@ -183,8 +182,10 @@ func (s *leaseClock) Lock(ctx context.Context) (time.Time, func(context.Context)
 	}
 	expires, unlock, err := s.MemoryStore.Lock(ctx)
 	if err == nil {
+		// expires is on the wall clock: the lease's end on the fake one
+		// is as far from its now.
 		s.mu.Lock()
-		s.expires = expires
+		s.expires = s.m.clock.Now().Add(time.Until(expires))
 		s.mu.Unlock()
 	}
 	return expires, unlock, err

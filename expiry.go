@@ -106,3 +106,9 @@ func handOutExpiry(now, refreshAt, expiry time.Time) time.Time {
 	}
 	return next
 }
+
+// maxLifetime bounds the lifetime of any token: an expiry later than a year
+// after the token was issued is taken to be a year after it. Nothing real
+// lasts longer, and a server bug (a JWT exp in milliseconds) would otherwise
+// give an expiry 50,000 years away, which no store can keep.
+const maxLifetime = 365 * 24 * time.Hour

@@ -202,15 +202,17 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	if tok.AccessToken == "" {
 		return nil, rotated, errors.New("refreshtoken: token response has no access_token")
 	}
-	secs, err := expiresIn(fields["expires_in"])
+	life, ok, err := expiresIn(fields["expires_in"])
+	if err == nil && ok {
+		tok.ExpiresIn = max(int64(life/time.Second), 1)
+	} else if err == nil {
+		life, ok, err = jwtLifetime(tok.AccessToken, sent)
+	}
 	if err != nil {
 		return nil, rotated, err
 	}
-	if secs > 0 {
-		tok.ExpiresIn = secs
-		tok.Expiry = sent.Add(time.Duration(secs) * time.Second)
-	} else if exp, ok := jwtExpiry(tok.AccessToken); ok {
-		tok.Expiry = exp
+	if ok {
+		tok.Expiry = sent.Add(life)
 	}
 	return tok.WithExtra(raw), rotated, nil
 }
@@ -252,48 +254,69 @@ func field(fields map[string]any, key string) (string, error) {
 	}
 }
 
-// expiresIn reads expires_in, a number or a numeric string, as whole
-// seconds; 0 if absent. Like x/oauth2, values past MaxInt32 are capped.
-func expiresIn(v any) (int64, error) {
+// expiresIn reads expires_in, a number or a numeric string of seconds, as
+// the token's lifetime; ok is false if it is absent. A fraction of a second
+// counts. A lifetime past maxLifetime is cut to it (x/oauth2 cuts at
+// MaxInt32 seconds). A value <= 0 is an error: the token has already
+// expired, as x/oauth2 reads a negative value (it reads 0 as absent).
+func expiresIn(v any) (life time.Duration, ok bool, err error) {
 	var f float64
 	switch v := v.(type) {
 	case nil:
-		return 0, nil
+		return 0, false, nil
 	case float64:
 		f = v
 	case string:
-		var err error
-		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || math.IsNaN(f) {
-			return 0, fmt.Errorf("refreshtoken: token response expires_in %q is not a number", v)
+		// Not the value in the error: the server chose it.
+		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, false, fmt.Errorf("refreshtoken: token response expires_in is not a number (a %d-byte string)", len(v))
 		}
 	default:
-		return 0, fmt.Errorf("refreshtoken: token response expires_in is a %T, not a number", v)
+		return 0, false, fmt.Errorf("refreshtoken: token response expires_in is a %T, not a number", v)
 	}
-	if f <= 0 {
-		return 0, nil
+	switch {
+	case f <= 0:
+		// %.6g: the number, and not all of a long digit string.
+		return 0, false, fmt.Errorf("refreshtoken: token response expires_in is %.6g: the access token has already expired", f)
+	case f >= maxLifetime.Seconds():
+		return maxLifetime, true, nil
 	}
-	return int64(min(f, math.MaxInt32)), nil
+	return time.Duration(max(math.Round(f*float64(time.Second)), 1)), true, nil
 }
 
-// jwtExpiry returns the exp claim of an access token that is a JWT. The
-// signature is not checked: the token came from the endpoint over TLS, and
-// the claim is only used to schedule the next refresh.
-func jwtExpiry(access string) (time.Time, bool) {
+// jwtLifetime returns the lifetime, from sent, given by the exp claim of an
+// access token that is a JWT; ok is false if it is not one or has no exp.
+// An exp not after sent is an error: the token has already expired. An exp
+// past maxLifetime is cut to it, without guessing at units (a server may
+// send milliseconds): the token is then used until an API rejects it, which
+// [Transport] handles, or a year passes. The signature is not checked: the
+// claim only schedules the next refresh.
+func jwtLifetime(access string, sent time.Time) (life time.Duration, ok bool, err error) {
 	parts := strings.Split(access, ".")
 	if len(parts) != 3 {
-		return time.Time{}, false
+		return 0, false, nil
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return time.Time{}, false
+		return 0, false, nil
 	}
 	var claims struct {
 		Exp *float64 `json:"exp"`
 	}
-	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil || *claims.Exp <= 0 || *claims.Exp > math.MaxInt64/2 {
-		return time.Time{}, false
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil {
+		return 0, false, nil
 	}
-	return time.Unix(int64(*claims.Exp), 0), true
+	exp := *claims.Exp
+	if exp > float64(sent.Add(maxLifetime).Unix()) {
+		return maxLifetime, true, nil
+	}
+	if exp > float64(sent.Unix()-1) {
+		sec, frac := math.Modf(exp)
+		if life = time.Unix(int64(sec), int64(frac*1e9)).Sub(sent); life > 0 {
+			return life, true, nil
+		}
+	}
+	return 0, false, fmt.Errorf("refreshtoken: token response's access token is a JWT whose exp (%.6g) is not after the request was sent: it has already expired", exp)
 }
 
 // endpointError is an error answer of the token endpoint. Its message is

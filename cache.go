@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -634,7 +633,7 @@ func (s *TokenSource) notify(tok *oauth2.Token) error {
 // held.
 func (s *TokenSource) fetch(ctx context.Context) (*oauth2.Token, error) {
 	if s.grant != nil {
-		tok, rotated, err := s.grant.token(ctx, s.rt)
+		tok, rotated, err := s.grant.token(ctx, s.rt, accessToken(s.cur.Load().tok), s.cur.Load().droppedAccess)
 		if rotated != "" {
 			s.rt = rotated
 		}
@@ -864,26 +863,6 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	}
 	return nil
 }
-
-// String describes the source for logs: the token URL and client ID of a
-// source made by New, the inner source's type for Cache. It holds no
-// secret.
-func (s *TokenSource) String() string {
-	if s.grant != nil {
-		// Without query and user info, where a careless URL could hold a
-		// secret.
-		u, err := url.Parse(s.grant.tokenURL)
-		where := "(unparsable)"
-		if err == nil {
-			where = u.Scheme + "://" + u.Host + u.Path
-		}
-		return fmt.Sprintf("refreshtoken.TokenSource{token URL %q, client ID %q}", where, s.grant.clientID)
-	}
-	return fmt.Sprintf("refreshtoken.TokenSource{cache of %T}", s.src)
-}
-
-// GoString is String, so that %#v prints no secret either.
-func (s *TokenSource) GoString() string { return s.String() }
 
 // Close stops the source. A refresh in flight is not cancelled but waited
 // for, at most the refresh timeout (plus up to twice that waiting for the

@@ -48,7 +48,7 @@ func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
 	case g.tokenURL == "":
 		return errors.New("refreshtoken: conf.Endpoint.TokenURL is empty")
 	case err != nil:
-		return fmt.Errorf("refreshtoken: bad token URL: %w", err)
+		return fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.clientSecret))
 	case u.Scheme == "https":
 	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
 	default:
@@ -82,8 +82,10 @@ func (e unsentError) Unwrap() error { return e.error }
 // retried: a refresh token is sent once per refresh. rotated is the refresh
 // token of a successful answer ("" if it has none), returned even when the
 // rest of the answer is unusable and err is set: the server has retired rt.
-// A returned token carries rotated, or rt if there is none.
-func (g *grant) token(ctx context.Context, rt string) (tok *oauth2.Token, rotated string, err error) {
+// A returned token carries rotated, or rt if there is none. No error holds
+// rt, the client secret, or a secret in redactAlso (such as the cached
+// access token), in any encoding the server may echo them in.
+func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
 	if g.err != nil {
 		return nil, "", unsentError{g.err}
 	}
@@ -97,7 +99,7 @@ func (g *grant) token(ctx context.Context, rt string) (tok *oauth2.Token, rotate
 	sent := g.now()
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", err)
+		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, redactAlso)...))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
@@ -107,7 +109,7 @@ func (g *grant) token(ctx context.Context, rt string) (tok *oauth2.Token, rotate
 	if len(body) > maxBody {
 		return nil, "", fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	return g.parse(resp, body, sent, rt)
+	return g.parse(resp, body, sent, rt, redactAlso...)
 }
 
 // request builds the POST that sends the refresh token rt.
@@ -146,8 +148,7 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.tokenURL, bytes.NewReader(body))
 	if err != nil {
-		// The URL is the user's configuration, not a secret.
-		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", err)
+		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.secrets(rt, nil)...))
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
@@ -157,25 +158,36 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	return req, nil
 }
 
-// parse turns the answer to a request that sent rt into a token, or into an
-// error that wraps an *oauth2.RetrieveError when the endpoint answered with
-// one. rotated is as for token.
-func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string) (tok *oauth2.Token, rotated string, err error) {
-	fields, raw, decodeErr := decode(resp.Header.Get("Content-Type"), body)
+// parse turns the answer to a request that sent rt, at sent, into a token,
+// or into an error that wraps an *oauth2.RetrieveError when the endpoint
+// answered with one. rotated and redactAlso are as for token.
+func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
+	contentType := resp.Header.Get("Content-Type")
+	fields, raw, decodeErr := decode(contentType, body)
 	code, _ := field(fields, "error")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
 		desc, _ := field(fields, "error_description")
 		uri, _ := field(fields, "error_uri")
 		at, _ := field(fields, "access_token")
 		echoed, _ := field(fields, "refresh_token")
-		secrets := []string{rt, g.clientSecret, at, echoed}
+		secrets := append(g.secrets(rt, redactAlso), at, echoed)
 		return nil, "", &endpointError{&oauth2.RetrieveError{
-			Response:         sanitize(resp),
-			Body:             []byte(redact(string(body), secrets...)),
-			ErrorCode:        redact(code, secrets...),
-			ErrorDescription: redact(desc, secrets...),
-			ErrorURI:         redact(uri, secrets...),
+			Response:         sanitize(resp, secrets...),
+			Body:             []byte(redactShown(string(body), secrets...)),
+			ErrorCode:        redactShown(code, secrets...),
+			ErrorDescription: redactShown(desc, secrets...),
+			ErrorURI:         redactShown(uri, secrets...),
 		}}
+	}
+	if decodeErr == errNotJSON {
+		// The media type as sent (not lowercased, which would hide a secret
+		// from redact but not from a reader), redacted and cut short.
+		mt, _, _ := strings.Cut(contentType, ";")
+		mt = redactShown(strings.TrimSpace(mt), g.secrets(rt, redactAlso)...)
+		if r := []rune(mt); len(r) > 64 {
+			mt = string(r[:64]) + "..."
+		}
+		return nil, "", fmt.Errorf("refreshtoken: token response is not a JSON object (%d bytes, Content-Type %q)", len(body), mt)
 	}
 	if decodeErr != nil {
 		return nil, "", decodeErr
@@ -217,6 +229,10 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	return tok.WithExtra(raw), rotated, nil
 }
 
+// errNotJSON is decode's error for a body that is not a JSON object. parse
+// reports it with the Content-Type, redacted.
+var errNotJSON = errors.New("refreshtoken: token response is not a JSON object")
+
 // decode reads a token response body, JSON or the form encoding some
 // servers (GitHub's) use, as x/oauth2 does. It returns the fields, and the
 // raw value behind Token.Extra: a map[string]any or url.Values, as in
@@ -235,9 +251,9 @@ func decode(contentType string, body []byte) (fields map[string]any, raw any, er
 		return fields, vals, nil
 	}
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		// Neither the body nor the decoder's error, which quotes it: the
-		// body may hold a token.
-		return nil, nil, fmt.Errorf("refreshtoken: token response is not a JSON object (%d bytes, Content-Type %q)", len(body), contentType)
+		// Not the decoder's error, which quotes the body: it may hold a
+		// token.
+		return nil, nil, errNotJSON
 	}
 	return fields, fields, nil
 }
@@ -319,6 +335,18 @@ func jwtLifetime(access string, sent time.Time) (life time.Duration, ok bool, er
 	return 0, false, fmt.Errorf("refreshtoken: token response's access token is a JWT whose exp (%.6g) is not after the request was sent: it has already expired", exp)
 }
 
+// secrets lists what must not appear in an error about a request that sent
+// rt: rt, the client secret (and the Basic credential carrying it) and
+// redactAlso.
+func (g *grant) secrets(rt string, redactAlso []string) []string {
+	list := append([]string{rt, g.clientSecret}, redactAlso...)
+	if g.basicAuth && g.clientSecret != "" {
+		// As sent in the Authorization header, which a server may echo.
+		list = append(list, base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(g.clientID)+":"+url.QueryEscape(g.clientSecret))))
+	}
+	return list
+}
+
 // endpointError is an error answer of the token endpoint. Its message is
 // short and holds no secret; errors.As finds the *oauth2.RetrieveError.
 type endpointError struct {
@@ -326,7 +354,8 @@ type endpointError struct {
 }
 
 func (e *endpointError) Error() string {
-	status := e.re.Response.Status
+	// Not the server's reason phrase, which may echo a secret.
+	status := statusLine(e.re.Response.StatusCode)
 	if e.re.ErrorCode == "" {
 		return fmt.Sprintf("refreshtoken: token endpoint answered %s", status)
 	}
@@ -341,29 +370,3 @@ func (e *endpointError) Error() string {
 }
 
 func (e *endpointError) Unwrap() error { return e.re }
-
-// redact replaces every non-empty secret in s, as it is and in the forms a
-// server may echo it in: JSON-escaped and percent-encoded.
-func redact(s string, secrets ...string) string {
-	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		js, _ := json.Marshal(secret)
-		for _, form := range []string{secret, string(js[1 : len(js)-1]), url.QueryEscape(secret), url.PathEscape(secret)} {
-			s = strings.ReplaceAll(s, form, "[redacted]")
-		}
-	}
-	return s
-}
-
-// sanitize returns resp for a RetrieveError, without the request that
-// carried the credentials (in its body and Basic header): only its method
-// and URL are kept.
-func sanitize(resp *http.Response) *http.Response {
-	r := *resp
-	if resp.Request != nil {
-		r.Request = &http.Request{Method: resp.Request.Method, URL: resp.Request.URL}
-	}
-	return &r
-}

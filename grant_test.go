@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,5 +156,212 @@ func TestExpiredAnswerKeepsRotation(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"rt1", "rt2"}; fmt.Sprint(sentRTs) != fmt.Sprint(want) {
 		t.Errorf("refresh tokens sent = %q, want %q", sentRTs, want)
+	}
+}
+
+// TestRedact: a secret is redacted in every encoding a server may echo it
+// in, mixed within one span; text that decodes to no secret is kept.
+func TestRedact(t *testing.T) {
+	const secret = "ab/cd+ef gh"
+	tests := []struct {
+		name    string
+		secrets []string // nil for secret
+		form    string   // what stands between "x " and " y" in the text
+		want    string   // the redacted text; "" for "x [redacted] y"
+	}{
+		{name: "as is", form: secret},
+		{name: "JSON, / escaped", form: `ab\/cd+ef gh`},
+		{name: "query escaped", form: `ab%2Fcd%2Bef+gh`},
+		{name: "path escaped", form: `ab%2Fcd+ef%20gh`},
+		{name: "only + escaped", form: `ab/cd%2Bef gh`},
+		{name: "lowercase hex", form: `ab%2fcd%2bef%20gh`},
+		{name: "+ for space, / as is", form: `ab/cd%2bef+gh`},
+		{name: "JSON and percent mixed", form: `ab\/cd%2bef+gh`},
+		{name: "every byte percent-encoded", form: `%61%62%2F%63%64%2B%65%66%20%67%68`},
+		{name: "every byte \\u-escaped", form: `\u0061\u0062\u002f\u0063\u0064\u002B\u0065\u0066\u0020\u0067\u0068`},
+		{name: "double percent", form: `ab%252Fcd%252Bef%2520gh`},
+		{name: "JSON \\u0025 for the percent", form: `ab\u00252Fcd\u00252Bef\u002520gh`},
+		{name: "escaped hex digits", form: `ab%%32%46cd%2%42ef gh`},
+		{name: "JSON-escaped backslash of a \\u", form: `\\u0061b/cd+ef gh`},
+		{name: "HTML references", form: `ab&#47;cd&#43;ef&#x20;gh`},
+		{name: "HTML references without semicolons", form: `ab&#47cd&#x2b;ef gh`},
+		{name: "HTML in a URL", form: `ab%2Fcd&#43;ef+gh`},
+		{name: "non-ASCII, \\u", secrets: []string{"tök€n"}, form: `t\u00f6k\u20ACn`},
+		{name: "non-ASCII, percent", secrets: []string{"tök€n"}, form: `t%C3%B6k%e2%82%acn`},
+		{name: "surrogate pair", secrets: []string{"k😀y"}, form: `k\ud83d\uDE00y`},
+		{name: "quote and backslash, JSON", secrets: []string{`a"b\c`}, form: `a\"b\\c`},
+		{name: "Go JSON, HTML-safe", secrets: []string{`a<b>&c`}, form: `a\u003cb\u003e\u0026c`},
+		{name: "HTML named", secrets: []string{`a<b>&c"d'e`}, form: `a&lt;b&gt;&amp;c&quot;d&apos;e`},
+		{name: "two secrets overlapping: one span", secrets: []string{"ab/c", "cdXX"}, form: `ab/cdXX`},
+		{name: "similar, kept", form: `ab/cd+ef gi`, want: `x ab/cd+ef gi y`},
+		{name: "one byte short, kept", form: `ab%2Fcd%2Bef+g`, want: `x ab%2Fcd%2Bef+g y`},
+		{name: "escapes of other bytes kept", secrets: []string{"B"}, form: `%41\u0041&#65;`, want: `x %41\u0041&#65; y`},
+		{name: "no secrets", secrets: []string{""}, form: secret, want: "x " + secret + " y"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			secrets := tt.secrets
+			if secrets == nil {
+				secrets = []string{secret}
+			}
+			want := tt.want
+			if want == "" {
+				want = "x [redacted] y"
+			}
+			if got := redact("x "+tt.form+" y", secrets...); got != want {
+				t.Errorf("redact(%q) = %q, want %q", "x "+tt.form+" y", got, want)
+			}
+		})
+	}
+}
+
+// Secrets with the characters that encodings change.
+const (
+	specialRefreshToken = "rt/SECRET+1 2"
+	specialClientSecret = "cs/SECRET+3"
+)
+
+// shown lists the renderings of err a log may hold: the error in every
+// verb, and the fields of a RetrieveError it wraps, as is and quoted.
+func shown(err error) []string {
+	var out []string
+	for _, verb := range []string{"%v", "%+v", "%s", "%q", "%+q", "%#v"} {
+		out = append(out, fmt.Sprintf(verb, err))
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		fields := []string{re.Error(), string(re.Body), re.ErrorCode, re.ErrorDescription, re.ErrorURI, re.Response.Status}
+		for _, verb := range []string{"%d", "%t"} {
+			fields = append(fields, fmt.Sprintf(verb, re)) // the fields, and those of the Response
+		}
+		for _, f := range fields {
+			out = append(out, f, strconv.Quote(f), strconv.QuoteToASCII(f))
+		}
+	}
+	return out
+}
+
+// TestParseRedacts: no secret, in any encoding the server echoes it in,
+// shows in the error of an answer, nor in the RetrieveError it wraps.
+func TestParseRedacts(t *testing.T) {
+	basic := base64.StdEncoding.EncodeToString([]byte("c:" + url.QueryEscape(specialClientSecret)))
+	tests := []struct {
+		name        string
+		status      int
+		reason      string // the status line's reason phrase; "" for Go's
+		contentType string
+		header      http.Header // more than the Content-Type
+		body        string
+		basicAuth   bool
+		also        []string // passed as redactAlso
+		notShown    []string // more than the secrets
+	}{
+		{name: "reason phrase is the refresh token", status: 503, reason: specialRefreshToken, contentType: "text/plain"},
+		{name: "reason phrase not shown", status: 503, reason: "Custom-Phrase", contentType: "text/plain", notShown: []string{"Custom-Phrase"}},
+		{name: "reason phrase of a 200 with an error", status: 200, reason: specialRefreshToken, contentType: "application/json", body: `{"error":"invalid_grant"}`},
+		{name: "expires_in not a number", status: 200, contentType: "application/json",
+			body: `{"access_token":"a","expires_in":"` + specialRefreshToken + `"}`},
+		{name: "JSON-escaped / in the body", status: 400, contentType: "application/json",
+			body: `{"error":"invalid_grant","error_description":"rt\/SECRET+1 2"}`, notShown: []string{`rt\/SECRET+1 2`}},
+		{name: "error_uri, + alone percent-encoded", status: 400, contentType: "application/json",
+			body: `{"error":"invalid_request","error_uri":"https://x/?t=rt/SECRET%2B1+2"}`, notShown: []string{"rt/SECRET%2B1+2"}},
+		{name: "lowercase hex in the description", status: 400, contentType: "application/json",
+			body: `{"error":"invalid_request","error_description":"got rt%2fSECRET%2b1%202"}`, notShown: []string{"rt%2fSECRET%2b1%202"}},
+		{name: "error code is the client secret, \\u-escaped", status: 401, contentType: "application/json",
+			body: `{"error":"cs\u002fSECRET\u002b3"}`, notShown: []string{`cs\u002fSECRET\u002b3`}},
+		{name: "HTML page echoing the form", status: 500, contentType: "text/html",
+			body:     `<p>refresh_token: rt/SECRET&#43;1 2, client_secret: cs&#x2F;SECRET&#43;3</p>`,
+			notShown: []string{"rt/SECRET&#43;1 2", "cs&#x2F;SECRET&#43;3"}},
+		{name: "double-encoded in a redirect URL", status: 400, contentType: "application/json",
+			body:     `{"error":"invalid_request","error_uri":"https://x/?next=https%3A%2F%2Fy%2F%3Frt%3Drt%252FSECRET%252B1%25202"}`,
+			notShown: []string{"rt%252FSECRET%252B1%25202"}},
+		{name: "Basic credential echoed", status: 401, contentType: "text/plain", basicAuth: true,
+			body: "Authorization: Basic " + basic, notShown: []string{basic}},
+		{name: "client secret in the Content-Type of a non-JSON body", status: 200, contentType: "x/" + url.QueryEscape(specialClientSecret),
+			body: "<html>", notShown: []string{"cs%2fsecret%2b3", url.QueryEscape(specialClientSecret)}},
+		{name: "refresh token and access token echoed in an error answer", status: 400, contentType: "application/json",
+			body:     `{"error":"invalid_request","access_token":"at-SECRET-new","refresh_token":"rt-SECRET-new","error_description":"at-SECRET-new rt-SECRET-new"}`,
+			notShown: []string{"at-SECRET-new", "rt-SECRET-new"}},
+		{name: "header and trailer echo the refresh token", status: 400, contentType: "application/json", body: `{"error":"invalid_request"}`,
+			header:   http.Header{"Location": {"/x?refresh_token=" + url.QueryEscape(specialRefreshToken)}, "X-" + specialRefreshToken: {"1"}},
+			notShown: []string{url.QueryEscape(specialRefreshToken)}},
+		{name: "cached access token echoed", status: 400, contentType: "application/json", also: []string{"at-SECRET/cached"},
+			body: `{"error":"invalid_request","error_description":"at-SECRET%2Fcached is not a refresh token"}`, notShown: []string{"at-SECRET/cached", "at-SECRET%2Fcached"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &grant{clientID: "c", clientSecret: specialClientSecret, basicAuth: tt.basicAuth}
+			status := fmt.Sprintf("%d %s", tt.status, http.StatusText(tt.status))
+			if tt.reason != "" {
+				status = fmt.Sprintf("%d %s", tt.status, tt.reason)
+			}
+			resp := &http.Response{StatusCode: tt.status, Status: status, Header: http.Header{"Content-Type": {tt.contentType}}, Trailer: tt.header}
+			for k, vs := range tt.header {
+				resp.Header[k] = vs
+			}
+			tok, _, err := g.parse(resp, []byte(tt.body), time.Unix(1_800_000_000, 0), specialRefreshToken, tt.also...)
+			if err == nil {
+				t.Fatalf("parse() = %+v, want an error", tok)
+			}
+			for _, s := range shown(err) {
+				for _, secret := range append([]string{specialRefreshToken, specialClientSecret}, tt.notShown...) {
+					if strings.Contains(s, secret) {
+						t.Errorf("%q shows %q", s, secret)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRedactShown: a string whose %q or %+q form would show a secret (one
+// with a backslash or a quote) is redacted whole.
+func TestRedactShown(t *testing.T) {
+	tests := []struct {
+		name   string
+		secret string
+		s      string
+		want   string
+	}{
+		{name: "secret as is", secret: "a-SECRET", s: "x a-SECRET y", want: "x [redacted] y"},
+		{name: "newline shown as \\n", secret: `a\nb`, s: "x a\nb y", want: "[redacted]"},
+		{name: "quote shown as \\\"", secret: `a\"b`, s: `x a"b y`, want: "[redacted]"},
+		{name: "non-ASCII shown by %+q", secret: `t\u00f6k`, s: "x tök y", want: "[redacted]"},
+		{name: "backslash in the secret, not shown", secret: `a\nb`, s: "x a b y", want: "x a b y"},
+		{name: "cut after maxShown", secret: "a-SECRET", s: strings.Repeat("x", maxShown) + "a-SECRET", want: strings.Repeat("x", maxShown) + "..."},
+		{name: "a secret across the cut is redacted whole", secret: "a-SECRET", s: strings.Repeat("x", maxShown-3) + "%61-SECRET" + "yyyy",
+			want: strings.Repeat("x", maxShown-3) + "[redacted]..."},
+		{name: "cut at a rune boundary", secret: "a-SECRET", s: strings.Repeat("x", maxShown-1) + "éz", want: strings.Repeat("x", maxShown-1) + "..."},
+		{name: "not cut at maxShown", secret: "a-SECRET", s: strings.Repeat("x", maxShown), want: strings.Repeat("x", maxShown)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := redactShown(tt.s, tt.secret); got != tt.want {
+				t.Errorf("redactShown(%.100q, %q) = %.100q, want %.100q", tt.s, tt.secret, got, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkRedactShown measures the redaction of an error body: a typical
+// one, and those a hostile server can make slowest (every position the
+// start of a near-miss of a secret), which maxShown bounds.
+func BenchmarkRedactShown(b *testing.B) {
+	secrets := []string{"rt-" + strings.Repeat("A", 40) + "B", "cs-client-secret", "at-access-token"}
+	for _, bb := range []struct {
+		name string
+		text string
+	}{
+		{name: "typical", text: `{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}`},
+		{name: "1MB text", text: strings.Repeat("The quick brown fox jumps over the lazy dog. ", 1<<20/45)},
+		{name: "1MB near-misses", text: strings.Repeat("rt-"+strings.Repeat("%41", 40)+"%43", 1<<20/126)},
+		{name: "1MB spaces", text: strings.Repeat("+", 1<<20)},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				redactShown(bb.text, append(secrets, strings.Repeat(" ", 40)+"x")...)
+			}
+		})
 	}
 }

@@ -173,7 +173,7 @@ func FuzzRedact(f *testing.F) {
 		}
 		shown := redactShown(text, secret)
 		for _, q := range []string{strconv.Quote(shown), strconv.QuoteToASCII(shown)} {
-			for _, piece := range strings.Split(q, "[redacted]") {
+			for _, piece := range strings.Split(q[1:len(q)-1], "[redacted]") {
 				if strings.Contains(piece, secret) {
 					t.Fatalf("redactShown(%q) = %q, shown as %s: shows the secret %q", text, shown, q, secret)
 				}

@@ -365,3 +365,27 @@ func BenchmarkRedactShown(b *testing.B) {
 		})
 	}
 }
+
+// TestParseCutsLongStrings: what an error keeps of a long error answer is
+// cut to maxShown, so that redacting it stays quick, and keeps what
+// matters: the header fields, short ones first.
+func TestParseCutsLongStrings(t *testing.T) {
+	long := strings.Repeat("<p>an error page</p>", 10_000)
+	g := &grant{clientSecret: specialClientSecret}
+	resp := &http.Response{StatusCode: 503, Status: "503 Service Unavailable", Header: http.Header{
+		"Content-Type": {"text/html"}, "Retry-After": {"7"}, "X-Padding": {long}}}
+	_, _, err := g.parse(resp, []byte(long), time.Unix(1_800_000_000, 0), specialRefreshToken)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		t.Fatalf("parse() error = %v, want a RetrieveError", err)
+	}
+	if want := long[:maxShown] + "..."; string(re.Body) != want {
+		t.Errorf("Body has %d bytes, want the first %d and ...", len(re.Body), maxShown)
+	}
+	if got := re.Response.Header.Get("Retry-After"); got != "7" {
+		t.Errorf("Retry-After = %q, want 7", got)
+	}
+	if got := re.Response.Header.Get("X-Padding"); got != "" {
+		t.Errorf("X-Padding has %d bytes, want it left out: past the budget", len(got))
+	}
+}

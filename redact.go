@@ -76,23 +76,22 @@ func redact(s string, secrets ...string) string {
 }
 
 // redactShown is redact for a string a server sent, cut to about maxShown
-// bytes ("..." marks the cut). It also makes sure that the result printed
-// with %q or %+q, as x/oauth2's RetrieveError prints its fields, shows no
-// secret either (one with a backslash or a quote could appear in the
-// escaped form): if it would, all of s is redacted.
+// bytes ("..." marks the cut). If the result printed with %q or %+q (as
+// x/oauth2's RetrieveError prints its fields) would show a secret, which
+// the escapes of that form can make up (\" or \u00e9 from a secret with a
+// backslash), all of s is redacted.
 func redactShown(s string, secrets ...string) string {
 	s, cut := redactPrefix(s, maxShown, secrets)
 	if cut {
 		s += "..."
 	}
-	for _, secret := range secrets {
-		if strings.ContainsAny(secret, `\"`) {
-			for _, q := range []string{strconv.Quote(s), strconv.QuoteToASCII(s)} {
-				if redact(q, secrets...) != q {
+	for _, q := range []string{strconv.Quote(s), strconv.QuoteToASCII(s)} {
+		for _, piece := range strings.Split(q, redacted) {
+			for _, secret := range secrets {
+				if secret != "" && strings.Contains(piece, secret) {
 					return redacted
 				}
 			}
-			break
 		}
 	}
 	return s

@@ -161,6 +161,7 @@ type progress struct {
 	slots  []*states
 }
 
+// states are the partial readings of a secret that end at p.
 type states struct {
 	p     int
 	js    []int
@@ -259,12 +260,18 @@ func redactHeader(h http.Header, secrets []string) http.Header {
 	if h == nil {
 		return nil
 	}
-	size := func(k string) int { return len(k) + len(strings.Join(h[k], "")) }
-	keys := slices.SortedFunc(maps.Keys(h), func(a, b string) int { return cmp.Or(size(a)-size(b), strings.Compare(a, b)) })
+	size := make(map[string]int, len(h))
+	for k, vs := range h {
+		size[k] = len(k)
+		for _, v := range vs {
+			size[k] += len(v)
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(h), func(a, b string) int { return cmp.Or(size[a]-size[b], strings.Compare(a, b)) })
 	r := make(http.Header, len(h))
 	budget := maxShown
 	for _, k := range keys {
-		if budget -= size(k); budget < 0 {
+		if budget -= size[k]; budget < 0 {
 			break
 		}
 		rk := redactShown(k, secrets...)

@@ -107,10 +107,12 @@ func handOutExpiry(now, refreshAt, expiry time.Time) time.Time {
 	return next
 }
 
-// maxLifetime bounds how long any token is taken to live. A server that
-// sends exp in milliseconds makes a token expire 50,000 years away, which
-// no store can encode (JSON times end at year 9999); past the bound, the
-// token is used until an API rejects it (see [Transport]) or a year passes.
+// maxLifetime bounds the lifetime of any token: an expiry later than a year
+// after the token was issued (or, for a token from a caller or a store,
+// a year from now) is taken to be a year after it. Nothing real lasts
+// longer, and a server bug (a JWT exp in milliseconds) would otherwise give
+// an expiry 50,000 years away, which no store can keep. Past the bound the
+// token is used until an API rejects it (see [Transport]).
 const maxLifetime = 365 * 24 * time.Hour
 
 // boundExpiry returns expiry, or now plus maxLifetime if that is sooner;

@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -126,33 +127,62 @@ func backoff(n int, r float64) time.Duration {
 // serverWait returns the time before which the server asked, in err's
 // response, not to be called again: Retry-After (seconds or an HTTP date)
 // on any error answer, and X-RateLimit-Reset (UNIX seconds) on a 429, the
-// later of them if both are given, at most maxServerWait after now. It
-// returns the zero time if the server asked nothing.
+// later of them if both are given, at most maxServerWait after now. A
+// number too large for an int64 is a long wait, capped like any other. It
+// returns the zero time if the server asked nothing, or nothing after now,
+// or sent a value that is not of that form (such as -5, +5 or 5.5).
 func serverWait(err error, now time.Time) time.Time {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.Response == nil {
 		return time.Time{}
 	}
 	h := re.Response.Header
+	ceiling := now.Add(maxServerWait)
 	var until time.Time
 	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
-		if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs > 0 {
-			until = now.Add(time.Duration(min(secs, int64(maxServerWait/time.Second))) * time.Second)
+		if secs, ok := digits(v); ok {
+			until = ceiling
+			if secs < int64(maxServerWait/time.Second) {
+				until = now.Add(time.Duration(secs) * time.Second)
+			}
 		} else if t, err := http.ParseTime(v); err == nil {
 			until = t
 		}
 	}
 	if re.Response.StatusCode == http.StatusTooManyRequests {
-		if secs, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil {
-			if t := time.Unix(secs, 0); t.After(until) {
+		if secs, ok := digits(h.Get("X-RateLimit-Reset")); ok {
+			// Compared before time.Unix, which would overflow.
+			t := ceiling
+			if secs <= ceiling.Unix() {
+				t = time.Unix(secs, 0)
+			}
+			if t.After(until) {
 				until = t
 			}
 		}
 	}
-	if until.After(now.Add(maxServerWait)) {
-		until = now.Add(maxServerWait)
+	if until.After(ceiling) {
+		until = ceiling
+	}
+	if !until.After(now) {
+		return time.Time{}
 	}
 	return until
+}
+
+// digits reads v, less surrounding spaces, as a decimal number of one or
+// more digits (RFC 9110's 1*DIGIT, as in Retry-After); a number too large
+// for an int64 is MaxInt64. ok is false for anything else.
+func digits(v string) (n int64, ok bool) {
+	v = strings.TrimSpace(v)
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return math.MaxInt64, true // all digits: the only error left is the range
+	}
+	return n, true
 }
 
 // fail records a failed refresh: the token in hand, if any, is kept, with

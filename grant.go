@@ -48,7 +48,7 @@ func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
 	case g.tokenURL == "":
 		return errors.New("refreshtoken: conf.Endpoint.TokenURL is empty")
 	case err != nil:
-		return fmt.Errorf("refreshtoken: bad token URL: %w", err)
+		return fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.clientSecret))
 	case u.Scheme == "https":
 	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
 	default:
@@ -82,7 +82,9 @@ func (e unsentError) Unwrap() error { return e.error }
 // retried: a refresh token is sent once per refresh. rotated is the refresh
 // token of a successful answer ("" if it has none), returned even when the
 // rest of the answer is unusable and err is set: the server has retired rt.
-// A returned token carries rotated, or rt if there is none.
+// A returned token carries rotated, or rt if there is none. No error holds
+// rt, the client secret, or a secret in redactAlso (such as the cached
+// access token), in any encoding the server may echo them in.
 func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
 	if g.err != nil {
 		return nil, "", unsentError{g.err}
@@ -97,7 +99,7 @@ func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok
 	sent := g.now()
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", err)
+		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, redactAlso)...))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
@@ -107,7 +109,7 @@ func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok
 	if len(body) > maxBody {
 		return nil, "", fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	return g.parse(resp, body, sent, rt)
+	return g.parse(resp, body, sent, rt, redactAlso...)
 }
 
 // request builds the POST that sends the refresh token rt.
@@ -146,8 +148,7 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.tokenURL, bytes.NewReader(body))
 	if err != nil {
-		// The URL is the user's configuration, not a secret.
-		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", err)
+		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.secrets(rt, nil)...))
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
@@ -157,25 +158,36 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	return req, nil
 }
 
-// parse turns the answer to a request that sent rt into a token, or into an
-// error that wraps an *oauth2.RetrieveError when the endpoint answered with
-// one. rotated is as for token.
-func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string) (tok *oauth2.Token, rotated string, err error) {
-	fields, raw, decodeErr := decode(resp.Header.Get("Content-Type"), body)
+// parse turns the answer to a request that sent rt, at sent, into a token,
+// or into an error that wraps an *oauth2.RetrieveError when the endpoint
+// answered with one. rotated and redactAlso are as for token.
+func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
+	contentType := resp.Header.Get("Content-Type")
+	fields, raw, decodeErr := decode(contentType, body)
 	code, _ := field(fields, "error")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
 		desc, _ := field(fields, "error_description")
 		uri, _ := field(fields, "error_uri")
 		at, _ := field(fields, "access_token")
 		echoed, _ := field(fields, "refresh_token")
-		secrets := []string{rt, g.clientSecret, at, echoed}
+		secrets := append(g.secrets(rt, redactAlso), at, echoed)
 		return nil, "", &endpointError{&oauth2.RetrieveError{
-			Response:         sanitize(resp),
-			Body:             []byte(redact(string(body), secrets...)),
-			ErrorCode:        redact(code, secrets...),
-			ErrorDescription: redact(desc, secrets...),
-			ErrorURI:         redact(uri, secrets...),
+			Response:         sanitize(resp, secrets...),
+			Body:             []byte(redactShown(string(body), secrets...)),
+			ErrorCode:        redactShown(code, secrets...),
+			ErrorDescription: redactShown(desc, secrets...),
+			ErrorURI:         redactShown(uri, secrets...),
 		}}
+	}
+	if decodeErr == errNotJSON {
+		// The media type as sent (not lowercased, which would hide a secret
+		// from redact but not from a reader), redacted and cut short.
+		mt, _, _ := strings.Cut(contentType, ";")
+		mt = redactShown(strings.TrimSpace(mt), g.secrets(rt, redactAlso)...)
+		if r := []rune(mt); len(r) > 64 {
+			mt = string(r[:64]) + "..."
+		}
+		return nil, "", fmt.Errorf("refreshtoken: token response is not a JSON object (%d bytes, Content-Type %q)", len(body), mt)
 	}
 	if decodeErr != nil {
 		return nil, "", decodeErr
@@ -202,18 +214,24 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	if tok.AccessToken == "" {
 		return nil, rotated, errors.New("refreshtoken: token response has no access_token")
 	}
-	secs, err := expiresIn(fields["expires_in"])
+	life, ok, err := expiresIn(fields["expires_in"])
+	if err == nil && ok {
+		tok.ExpiresIn = max(int64(life/time.Second), 1)
+	} else if err == nil {
+		life, ok, err = jwtLifetime(tok.AccessToken, sent)
+	}
 	if err != nil {
 		return nil, rotated, err
 	}
-	if secs > 0 {
-		tok.ExpiresIn = secs
-		tok.Expiry = sent.Add(time.Duration(secs) * time.Second)
-	} else if exp, ok := jwtExpiry(tok.AccessToken); ok {
-		tok.Expiry = exp
+	if ok {
+		tok.Expiry = sent.Add(life)
 	}
 	return tok.WithExtra(raw), rotated, nil
 }
+
+// errNotJSON is decode's error for a body that is not a JSON object. parse
+// reports it with the Content-Type, redacted.
+var errNotJSON = errors.New("refreshtoken: token response is not a JSON object")
 
 // decode reads a token response body, JSON or the form encoding some
 // servers (GitHub's) use, as x/oauth2 does. It returns the fields, and the
@@ -233,9 +251,9 @@ func decode(contentType string, body []byte) (fields map[string]any, raw any, er
 		return fields, vals, nil
 	}
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		// Neither the body nor the decoder's error, which quotes it: the
-		// body may hold a token.
-		return nil, nil, fmt.Errorf("refreshtoken: token response is not a JSON object (%d bytes, Content-Type %q)", len(body), contentType)
+		// Not the decoder's error, which quotes the body: it may hold a
+		// token.
+		return nil, nil, errNotJSON
 	}
 	return fields, fields, nil
 }
@@ -252,48 +270,81 @@ func field(fields map[string]any, key string) (string, error) {
 	}
 }
 
-// expiresIn reads expires_in, a number or a numeric string, as whole
-// seconds; 0 if absent. Like x/oauth2, values past MaxInt32 are capped.
-func expiresIn(v any) (int64, error) {
+// expiresIn reads expires_in, a number or a numeric string of seconds, as
+// the token's lifetime; ok is false if it is absent. A fraction of a second
+// counts. A lifetime past maxLifetime is cut to it (x/oauth2 cuts at
+// MaxInt32 seconds). A value <= 0 is an error: the token has already
+// expired, as x/oauth2 reads a negative value (it reads 0 as absent).
+func expiresIn(v any) (life time.Duration, ok bool, err error) {
 	var f float64
 	switch v := v.(type) {
 	case nil:
-		return 0, nil
+		return 0, false, nil
 	case float64:
 		f = v
 	case string:
-		var err error
-		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || math.IsNaN(f) {
-			return 0, fmt.Errorf("refreshtoken: token response expires_in %q is not a number", v)
+		// Not the value in the error: the server chose it.
+		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, false, fmt.Errorf("refreshtoken: token response expires_in is not a number (a %d-byte string)", len(v))
 		}
 	default:
-		return 0, fmt.Errorf("refreshtoken: token response expires_in is a %T, not a number", v)
+		return 0, false, fmt.Errorf("refreshtoken: token response expires_in is a %T, not a number", v)
 	}
-	if f <= 0 {
-		return 0, nil
+	switch {
+	case f <= 0:
+		// %.6g: the number, and not all of a long digit string.
+		return 0, false, fmt.Errorf("refreshtoken: token response expires_in is %.6g: the access token has already expired", f)
+	case f >= maxLifetime.Seconds():
+		return maxLifetime, true, nil
 	}
-	return int64(min(f, math.MaxInt32)), nil
+	return time.Duration(max(math.Round(f*float64(time.Second)), 1)), true, nil
 }
 
-// jwtExpiry returns the exp claim of an access token that is a JWT. The
-// signature is not checked: the token came from the endpoint over TLS, and
-// the claim is only used to schedule the next refresh.
-func jwtExpiry(access string) (time.Time, bool) {
+// jwtLifetime returns the lifetime, from sent, given by the exp claim of an
+// access token that is a JWT; ok is false if it is not one or has no exp.
+// An exp not after sent is an error: the token has already expired. An exp
+// past maxLifetime is cut to it, without guessing at units (a server may
+// send milliseconds): the token is then used until an API rejects it, which
+// [Transport] handles, or a year passes. The signature is not checked: the
+// claim only schedules the next refresh.
+func jwtLifetime(access string, sent time.Time) (life time.Duration, ok bool, err error) {
 	parts := strings.Split(access, ".")
 	if len(parts) != 3 {
-		return time.Time{}, false
+		return 0, false, nil
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return time.Time{}, false
+		return 0, false, nil
 	}
 	var claims struct {
 		Exp *float64 `json:"exp"`
 	}
-	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil || *claims.Exp <= 0 || *claims.Exp > math.MaxInt64/2 {
-		return time.Time{}, false
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil {
+		return 0, false, nil
 	}
-	return time.Unix(int64(*claims.Exp), 0), true
+	exp := *claims.Exp
+	if exp > float64(sent.Add(maxLifetime).Unix()) {
+		return maxLifetime, true, nil
+	}
+	if exp > float64(sent.Unix()-1) {
+		sec, frac := math.Modf(exp)
+		if life = time.Unix(int64(sec), int64(frac*1e9)).Sub(sent); life > 0 {
+			return life, true, nil
+		}
+	}
+	return 0, false, fmt.Errorf("refreshtoken: token response's access token is a JWT whose exp (%.6g) is not after the request was sent: it has already expired", exp)
+}
+
+// secrets lists what must not appear in an error about a request that sent
+// rt: rt, the client secret (and the Basic credential carrying it) and
+// redactAlso.
+func (g *grant) secrets(rt string, redactAlso []string) []string {
+	list := append([]string{rt, g.clientSecret}, redactAlso...)
+	if g.basicAuth && g.clientSecret != "" {
+		// As sent in the Authorization header, which a server may echo.
+		list = append(list, base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(g.clientID)+":"+url.QueryEscape(g.clientSecret))))
+	}
+	return list
 }
 
 // endpointError is an error answer of the token endpoint. Its message is
@@ -303,7 +354,8 @@ type endpointError struct {
 }
 
 func (e *endpointError) Error() string {
-	status := e.re.Response.Status
+	// Not the server's reason phrase, which may echo a secret.
+	status := statusLine(e.re.Response.StatusCode)
 	if e.re.ErrorCode == "" {
 		return fmt.Sprintf("refreshtoken: token endpoint answered %s", status)
 	}
@@ -318,29 +370,3 @@ func (e *endpointError) Error() string {
 }
 
 func (e *endpointError) Unwrap() error { return e.re }
-
-// redact replaces every non-empty secret in s, as it is and in the forms a
-// server may echo it in: JSON-escaped and percent-encoded.
-func redact(s string, secrets ...string) string {
-	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		js, _ := json.Marshal(secret)
-		for _, form := range []string{secret, string(js[1 : len(js)-1]), url.QueryEscape(secret), url.PathEscape(secret)} {
-			s = strings.ReplaceAll(s, form, "[redacted]")
-		}
-	}
-	return s
-}
-
-// sanitize returns resp for a RetrieveError, without the request that
-// carried the credentials (in its body and Basic header): only its method
-// and URL are kept.
-func sanitize(resp *http.Response) *http.Response {
-	r := *resp
-	if resp.Request != nil {
-		r.Request = &http.Request{Method: resp.Request.Method, URL: resp.Request.URL}
-	}
-	return &r
-}

@@ -257,16 +257,18 @@ func (m *model) after(pre preStep, r *stepResult) (fails []string) {
 
 	// 6. Explained: a new error needs a cause. The known defect "a second
 	// Invalidate in a row gives an error mentioning HTTP 401" shows here:
-	// Invalidate is no failure, and no API answered 401.
-	if len(causes) == 0 {
-		for _, e := range r.errs {
-			if e != pre.err {
-				fail(6, "an error with no fault set up: %v", e)
-			}
+	// Invalidate is no failure, and no API answered 401. The guard against
+	// an API that rejects every token is explained by a reported 401.
+	explained := func(e error) bool {
+		return len(causes) > 0 || e == pre.err || (m.reported401 && errors.Is(e, errTokenRejected))
+	}
+	for _, e := range r.errs {
+		if !explained(e) {
+			fail(6, "an error with no fault set up: %v", e)
 		}
-		if errAfter != nil && errAfter != pre.err && !r.restart {
-			fail(6, "Err() = %v, with no fault set up", errAfter)
-		}
+	}
+	if errAfter != nil && !explained(errAfter) && !r.restart {
+		fail(6, "Err() = %v, with no fault set up", errAfter)
 	}
 
 	if r.restart && !r.saved {

@@ -171,6 +171,7 @@ func (m *model) stepInvalidateToken(r *stepResult) {
 	tok := *m.history[i].tok
 	m.logf("InvalidateToken(%s, %d back)", short(tok.AccessToken), len(m.history)-1-i)
 	m.ts.InvalidateToken(&tok)
+	m.reported401 = true
 	if m.last != nil && tok.AccessToken == m.last.tok.AccessToken {
 		m.lastValid = false
 	}

@@ -183,9 +183,14 @@ func (s *leaseClock) Lock(ctx context.Context) (time.Time, func(context.Context)
 	expires, unlock, err := s.MemoryStore.Lock(ctx)
 	if err == nil {
 		// expires is on the wall clock: the lease's end on the fake one
-		// is as far from its now.
+		// is as far from its now, a whole second as every fake time is
+		// (the wall clock moved a little since the store read it).
+		end := s.m.clock.Now().Add(time.Until(expires))
+		if t := end.Truncate(time.Second); t.Before(end) {
+			end = t.Add(time.Second)
+		}
 		s.mu.Lock()
-		s.expires = s.m.clock.Now().Add(time.Until(expires))
+		s.expires = end
 		s.mu.Unlock()
 	}
 	return expires, unlock, err
@@ -303,6 +308,10 @@ type model struct {
 	last          *handed   // the last token handed out
 	lastValid     bool      // and the test has not invalidated it since
 	rejectedSeen  bool      // the source answered ErrRefreshRejected since the last login or restart
+	// reported401 is set once the test has reported a 401 (InvalidateToken):
+	// a token fetched to replace a rejected one and rejected in turn makes
+	// the source wait a back-off, with errTokenRejected, by design.
+	reported401 bool
 
 	storeFault      refreshtokentest.StoreFaults
 	storeFaultSteps int

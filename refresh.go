@@ -251,13 +251,15 @@ func (r *round) fetch() {
 		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
 		return
 	}
-	var cached string
+	// The access tokens the source holds or dropped last are secrets too,
+	// which a server may echo.
+	cached := []string{r.base.drop.access}
 	if r.base.tok != nil {
-		cached = r.base.tok.AccessToken
+		cached = append(cached, r.base.tok.AccessToken)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
-	tok, rotated, err := s.grant.token(ctx, s.rt, cached)
+	tok, rotated, err := s.grant.token(ctx, s.rt, cached...)
 	if rotated != "" {
 		s.rt = rotated
 	}

@@ -3,6 +3,7 @@ package refreshtoken_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
@@ -19,14 +20,24 @@ import (
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
-// leaks returns the secrets that appear in any rendering of v.
+// verbs are the fmt verbs a value may be printed with: besides %v and %s,
+// the others print a struct's fields, and %x its strings in hex.
+var verbs = []string{"%v", "%+v", "%#v", "%s", "%q", "%+q", "%x", "%X", "% x", "%d", "%o", "%O", "%b", "%t", "%c", "%U", "%e", "%f", "%g", "%10.3v", "%-8s"}
+
+// leaks returns the secrets that appear, as they are or in hex, in any
+// rendering of v.
 func leaks(v any, secrets []string) []string {
 	var found []string
-	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+	for _, format := range verbs {
 		s := fmt.Sprintf(format, v)
 		for _, secret := range secrets {
-			if secret != "" && strings.Contains(s, secret) {
-				found = append(found, fmt.Sprintf("%s in %s: %s", secret, format, s))
+			if secret == "" {
+				continue
+			}
+			for _, form := range []string{secret, hex.EncodeToString([]byte(secret)), strings.ToUpper(hex.EncodeToString([]byte(secret)))} {
+				if strings.Contains(s, form) {
+					found = append(found, fmt.Sprintf("%s in %s: %.300s", form, format, s))
+				}
 			}
 		}
 	}
@@ -137,6 +148,99 @@ func TestNoSecretInErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("network error, careless URL", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close()
+		const rt = "rt-SECRET-refresh"
+		conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "?client_secret=" + clientSecret}}
+		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
+		defer ts.Close()
+		_, err := ts.Token()
+		if err == nil {
+			t.Fatal("Token() succeeded")
+		}
+		for _, l := range leaks(err, []string{rt, clientSecret}) {
+			t.Error(l)
+		}
+	})
+
+	t.Run("unparsable URL holding the client secret", func(t *testing.T) {
+		const rt = "rt-SECRET-refresh"
+		conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: "https://x/%zz?client_secret=" + clientSecret}}
+		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
+		defer ts.Close()
+		_, err := ts.Token()
+		if err == nil {
+			t.Fatal("Token() succeeded")
+		}
+		for _, l := range leaks(err, []string{rt, clientSecret}) {
+			t.Error(l)
+		}
+	})
+
+	t.Run("reason phrase echoes the refresh token", func(t *testing.T) {
+		const rt = "rt-SECRET-refresh"
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(buf, "HTTP/1.1 503 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", rt)
+			buf.Flush()
+		}))
+		defer srv.Close()
+		conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
+		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
+		defer ts.Close()
+		_, err := ts.Token()
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) {
+			t.Fatalf("Token() error = %v, want a RetrieveError", err)
+		}
+		for _, l := range append(append(leaks(err, []string{rt}), leaks(re, []string{rt})...), leaks(re.Response.Status, []string{rt})...) {
+			t.Error(l)
+		}
+	})
+
+	// An endpoint that echoes the access token the source holds, cached
+	// (stale, refreshed in the background) or just invalidated.
+	for _, invalidate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("echo of the cached access token, invalidated %v", invalidate), func(t *testing.T) {
+			const rt, at = "rt-SECRET-refresh", "at-SECRET/cached+access"
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(400)
+				fmt.Fprintf(w, `{"error":"invalid_request","error_description":"still valid: at-SECRET%%2Fcached%%2Baccess","error_uri":"https://x/?t=at-SECRET\\/cached%%2baccess"}`)
+			}))
+			defer srv.Close()
+			clock := newFakeClock(t0)
+			conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
+			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: t0.Add(time.Minute)}, refreshtoken.WithClock(clock.Now))
+			defer ts.Close()
+			var err error
+			if invalidate {
+				ts.Invalidate()
+				_, err = ts.Token()
+			} else {
+				if tok, err := ts.Token(); err != nil || tok.AccessToken != at {
+					t.Fatalf("Token() = %v, %v; want the cached token", tok, err)
+				}
+				eventually(t, "the background refresh to fail", func() bool { return ts.Err() != nil })
+				err = ts.Err()
+			}
+			var re *oauth2.RetrieveError
+			if !errors.As(err, &re) {
+				t.Fatalf("error = %v, want a RetrieveError", err)
+			}
+			secrets := []string{rt, at, clientSecret, "at-SECRET%2Fcached%2Baccess", `at-SECRET\\/cached%2baccess`}
+			for _, l := range append(append(leaks(err, secrets), leaks(re, secrets)...), leaks(string(re.Body), secrets)...) {
+				t.Error(l)
+			}
+		})
+	}
+
 	t.Run("callback error", func(t *testing.T) {
 		srv := refreshtokentest.NewServer(refreshtokentest.Config{ClientSecret: clientSecret})
 		defer srv.Close()
@@ -157,7 +261,8 @@ func TestNoSecretInErrors(t *testing.T) {
 }
 
 // TestTokenSourcePrintsNoSecret: a TokenSource printed or logged shows no
-// secret, in any format and through slog.
+// secret (refresh token, client secret, cached access token), with any fmt
+// verb, within a struct, and through slog.
 func TestTokenSourcePrintsNoSecret(t *testing.T) {
 	const clientSecret = "SECRET-client-secret-42"
 	srv := refreshtokentest.NewServer(refreshtokentest.Config{ClientSecret: clientSecret})
@@ -169,8 +274,19 @@ func TestTokenSourcePrintsNoSecret(t *testing.T) {
 	defer ts.Close()
 	tok := mustToken(t, ts)
 	secrets := []string{rt, tok.RefreshToken, tok.AccessToken, clientSecret}
+	if tok.AccessToken == "" || clientSecret == "" || rt == "" {
+		t.Fatal("the source should hold all three secrets")
+	}
 	for _, l := range leaks(ts, secrets) {
 		t.Error(l)
+	}
+	for _, l := range leaks(struct{ TS *refreshtoken.TokenSource }{ts}, secrets) {
+		t.Error("in a struct:", l)
+	}
+	for _, verb := range verbs {
+		if got, want := fmt.Sprintf(verb, ts), ts.String(); !strings.Contains(got, want) {
+			t.Errorf("Sprintf(%q, ts) = %q, want the String() form %q", verb, got, want)
+		}
 	}
 	var out bytes.Buffer
 	for _, h := range []slog.Handler{slog.NewTextHandler(&out, nil), slog.NewJSONHandler(&out, nil)} {

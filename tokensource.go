@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,23 +281,3 @@ func (s *TokenSource) Close() error {
 	s.cur.Store(&entry{})
 	return err
 }
-
-// String describes the source for logs: the token URL and client ID of a
-// source made by New, the inner source's type for Cache. It holds no
-// secret.
-func (s *TokenSource) String() string {
-	if s.grant != nil {
-		// Without query and user info, where a careless URL could hold a
-		// secret.
-		u, err := url.Parse(s.grant.tokenURL)
-		where := "(unparsable)"
-		if err == nil {
-			where = u.Scheme + "://" + u.Host + u.Path
-		}
-		return fmt.Sprintf("refreshtoken.TokenSource{token URL %q, client ID %q}", where, s.grant.clientID)
-	}
-	return fmt.Sprintf("refreshtoken.TokenSource{cache of %T}", s.src)
-}
-
-// GoString is String, so that %#v prints no secret either.
-func (s *TokenSource) GoString() string { return s.String() }

@@ -3,9 +3,12 @@ package filestore
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -469,5 +473,35 @@ func TestSurvivesKill(t *testing.T) {
 		if n != acked && n != acked+1 && !(acked == 0 && run > 0) {
 			t.Fatalf("run %d: file holds token %d, last acknowledged %d", run, n, acked)
 		}
+	}
+}
+
+// TestClampedExpiryRoundTrips: a token whose JWT exp is in milliseconds (a
+// server bug) is saved and loaded with its expiry, which the source bounds
+// to a year after the request; unbounded, it would be 50,000 years away,
+// which JSON cannot hold.
+func TestClampedExpiryRoundTrips(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	enc := base64.RawURLEncoding.EncodeToString
+	access := enc([]byte(`{"alg":"none"}`)) + "." + enc([]byte(`{"exp":1.8e12}`)) + ".sig"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","refresh_token":"rt2"}`, access)
+	}))
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token.json")
+	conf := &oauth2.Config{ClientID: "c", Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
+	ts := refreshtoken.New(ctx, conf, &oauth2.Token{RefreshToken: "rt1"},
+		refreshtoken.WithStore(New(path)), refreshtoken.WithClock(func() time.Time { return t0 }))
+	defer ts.Close()
+	if _, err := ts.Token(); err != nil {
+		t.Fatalf("Token() error = %v", err)
+	}
+	got, err := New(path).Load(ctx)
+	if err != nil || got == nil {
+		t.Fatalf("Load() = %v, %v; want the saved token", got, err)
+	}
+	if want := t0.Add(365 * 24 * time.Hour); !got.Expiry.Equal(want) || got.AccessToken != access || got.RefreshToken != "rt2" {
+		t.Errorf("Load() = {Expiry %v, AccessToken %q, RefreshToken %q}, want {%v, %q, %q}", got.Expiry, got.AccessToken, got.RefreshToken, want, access, "rt2")
 	}
 }

@@ -6,10 +6,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
 // t0 is the instant the fake clocks of the tests start at.
@@ -17,26 +18,9 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 // fakeClock is a clock that moves only when told to. The client and the
 // token server share one, so expiry is tested without sleeping.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = refreshtokentest.Clock
 
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func (c *fakeClock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
+func newFakeClock(t time.Time) *fakeClock { return refreshtokentest.NewClock(t) }
 
 // eventually fails the test if cond does not become true within 5 s. It is a
 // guard against hanging, not a timing claim: cond waits for work that other

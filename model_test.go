@@ -196,24 +196,6 @@ func (s *leaseClock) Lock(ctx context.Context) (time.Time, func(context.Context)
 	return expires, unlock, err
 }
 
-// modelClock is the fake clock of the source, the server and the store.
-type modelClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *modelClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *modelClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 var (
 	errStoreLoad = errors.New("model: store Load failed")
 	errStoreSave = errors.New("model: store Save failed")
@@ -267,7 +249,7 @@ type model struct {
 	t      *testing.T
 	seed   uint64
 	rng    *rand.Rand
-	clock  *modelClock
+	clock  *refreshtokentest.Clock
 	srv    *refreshtokentest.Server
 	store  *refreshtokentest.MemoryStore
 	shared *leaseClock // store, as the SharedStore of sharedStore mode
@@ -329,7 +311,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		t:        t,
 		seed:     seed,
 		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
-		clock:    &modelClock{now: modelT0},
+		clock:    refreshtokentest.NewClock(modelT0),
 		mode:     storeMode(seed % 3),
 		lost:     map[string]bool{},
 		rejected: map[string]bool{},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,22 +22,7 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 // fakeClock moves only when told to. The sources and the token server of
 // a test share one; the leases in Redis run on real time.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type fakeClock = refreshtokentest.Clock
 
 // eventually fails the test if cond does not become true within 10 s: a
 // guard against hanging, not a timing claim.
@@ -258,7 +242,7 @@ func replica(t *testing.T, srv *refreshtokentest.Server, rs *redisServer, clock 
 // test's end.
 func newServer(t *testing.T, cfg refreshtokentest.Config) (*fakeClock, *refreshtokentest.Server) {
 	t.Helper()
-	clock := &fakeClock{now: t0}
+	clock := refreshtokentest.NewClock(t0)
 	cfg.Clock = clock.Now
 	srv := refreshtokentest.NewServer(cfg)
 	t.Cleanup(srv.Close)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +14,6 @@ import (
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-
-// fakeClock moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // eventually fails the test if cond does not become true within 5 s: a
 // guard against hanging, not a timing claim.
@@ -220,7 +201,7 @@ func TestMemoryStorePutAndStored(t *testing.T) {
 // leaves its successor's lock alone.
 func TestMemoryStoreLease(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: t0}
+	clock := refreshtokentest.NewClock(t0)
 	m := refreshtokentest.NewMemoryStore(clock.Now, time.Minute)
 	expires, unlockA, err := m.Lock(ctx)
 	if left := time.Until(expires); err != nil || left <= 0 || left > time.Minute {
@@ -261,7 +242,7 @@ func TestMemoryStoreLease(t *testing.T) {
 // released, with the clock standing still.
 func TestMemoryStoreUnlockWakesWaiter(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: t0}
+	clock := refreshtokentest.NewClock(t0)
 	m := refreshtokentest.NewMemoryStore(clock.Now, time.Minute)
 	_, unlock, err := m.Lock(ctx)
 	if err != nil {
@@ -283,7 +264,7 @@ func TestMemoryStoreUnlockWakesWaiter(t *testing.T) {
 // TestMemoryStoreLockContext: a Lock whose context ends while it waits,
 // or has ended before, returns an error wrapping the context's.
 func TestMemoryStoreLockContext(t *testing.T) {
-	clock := &fakeClock{now: t0}
+	clock := refreshtokentest.NewClock(t0)
 	m := refreshtokentest.NewMemoryStore(clock.Now, time.Minute)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -309,7 +290,7 @@ func TestMemoryStoreLockContext(t *testing.T) {
 // taken, and its holder's unlock reports that.
 func TestMemoryStoreLoseLock(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: t0}
+	clock := refreshtokentest.NewClock(t0)
 	m := refreshtokentest.NewMemoryStore(clock.Now, time.Minute)
 	m.SetFaults(refreshtokentest.StoreFaults{LoseLock: true})
 	expires, unlockA, err := m.Lock(ctx)

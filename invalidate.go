@@ -95,6 +95,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	if s.closed.Load() {
 		return nil
 	}
+	previous := s.rt
 	if s.grant != nil {
 		s.rt = ""
 		if tok != nil {
@@ -104,19 +105,19 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	s.policy = policy{}
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	ss := s.store
-	if ss == nil {
+	if ss == nil || tok == nil {
+		// Nothing to save. A pending Save stays: it may hold a rotated
+		// refresh token, without which the store keeps one the server
+		// has retired.
 		return nil
 	}
 	// A retried Save must not overwrite a token that another process
 	// refreshed from tok, if the failed Save landed after all: it is
 	// compared with what the store was last known to hold, or, if the
 	// store was never read, done whatever the store holds.
-	p := &pendingSave{from: ss.storedRT, force: !ss.loaded}
+	p := &pendingSave{from: ss.storedRT, force: !ss.loaded, replaces: []string{ss.storedRT, previous}}
 	ss.pending = nil
 	ss.loaded = true // the store's token, if any, is older than tok
-	if tok == nil {
-		return nil
-	}
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)

@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -40,6 +41,11 @@ type pendingSave struct {
 	// (a SetToken before the store was ever read).
 	from  string
 	force bool
+	// replaces lists the refresh tokens that SetToken's tok replaced:
+	// a shared store that holds one of them (its failed Save did not
+	// land, or an earlier one did) gets tok, compared with that one. A
+	// token the source does not know may have been refreshed from tok.
+	replaces []string
 }
 
 func newStoreSync(st Store) *storeSync {
@@ -115,10 +121,19 @@ func (ss *storeSync) flush(ctx context.Context) (saved bool, err error) {
 	if p == nil {
 		return true, nil
 	}
+	from := p.from
+	if ss.shared != nil && len(p.replaces) > 0 {
+		if _, err := ss.load(ctx); err != nil {
+			return false, err
+		}
+		if slices.Contains(p.replaces, ss.storedRT) {
+			from = ss.storedRT
+		}
+	}
 	if p.force {
 		saved, err = true, ss.force(ctx, p.tok)
 	} else {
-		saved, err = ss.save(ctx, p.tok, p.from)
+		saved, err = ss.save(ctx, p.tok, from)
 	}
 	if err != nil {
 		return false, err

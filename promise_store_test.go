@@ -333,3 +333,56 @@ func TestSharedUnlockWithinWrapUp(t *testing.T) {
 		t.Errorf("unlock deadline %v, Save deadline %v: want one shared timeout", unlocked, saved)
 	}
 }
+
+// TestSetTokenNilKeepsPendingSave (found by the model): SetToken(nil) does
+// not drop the pending Save of a rotated token; otherwise the store keeps
+// the refresh token the server retired, and a load or a restart sends it.
+func TestSetTokenNilKeepsPendingSave(t *testing.T) {
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	rt := srv.NewRefreshToken("")
+	ms := sharedStore(0)
+	ts := replica(t, srv, clock, ms, rt)
+	mustToken(t, ts)
+	ms.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
+	clock.Add(time.Hour)
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() = %v, want ErrNotSaved", err)
+	}
+	if err := ts.SetToken(nil); err != nil {
+		t.Fatal(err)
+	}
+	ms.SetFaults(refreshtokentest.StoreFaults{})
+	if err := ts.Close(); err != nil {
+		t.Fatalf("Close() = %v: the pending Save was dropped or failed", err)
+	}
+	restarted := replica(t, srv, clock, ms, rt)
+	clock.Add(time.Hour)
+	mustToken(t, restarted)
+	if got := srv.Stats(); got.ReplacedSent != 0 || got.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v: the retired refresh token was sent", got)
+	}
+}
+
+// TestSetTokenRetryAfterUnseenSave (found by the model): a SetToken whose
+// Save fails is retried over the family it replaced, even when an earlier
+// Save of that family landed though it reported a failure: the new login is
+// not lost to the old family's token.
+func TestSetTokenRetryAfterUnseenSave(t *testing.T) {
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	ms := sharedStore(0)
+	ts := replica(t, srv, clock, ms, srv.NewRefreshToken(""))
+	mustToken(t, ts)
+	ms.SetFaults(refreshtokentest.StoreFaults{Save: errBroken, SaveLands: true})
+	clock.Add(time.Hour)
+	ts.Token() // the Save lands, and reports a failure
+	ms.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
+	login := srv.NewRefreshToken("")
+	if err := ts.SetToken(&oauth2.Token{RefreshToken: login}); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("SetToken() = %v, want ErrNotSaved", err)
+	}
+	ms.SetFaults(refreshtokentest.StoreFaults{})
+	mustToken(t, ts)
+	if got, _ := srv.Newest(login); ms.Stored().RefreshToken != got {
+		t.Errorf("the store holds %q, want the newest of the new login's family", ms.Stored().RefreshToken)
+	}
+}

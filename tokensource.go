@@ -104,7 +104,9 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 // none is returned the old one is kept. A token's expiry counts from when its
 // request was sent. With no expires_in, a JWT access token's exp claim is
 // used; an access token with neither never expires, as in x/oauth2, and is
-// used until [TokenSource.Invalidate].
+// used until [TokenSource.Invalidate]. An expires_in of zero or less, or an
+// exp not after the request, is a transient failure (the token has already
+// expired); an expiry more than a year away is taken to be a year away.
 //
 // The token URL must use https, or http to a loopback host (tests, local
 // servers), unless [WithAllowHTTP] is given. Configuration errors (a bad

@@ -70,8 +70,10 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// WithRefreshTimeout bounds each refresh, which runs detached from any
-// caller's context. The default, also used for d <= 0, is
+// WithRefreshTimeout bounds the steps of each refresh, which runs detached
+// from any caller's context: reading the store, the request, and then the
+// Save, the callback and the release of a shared lock together (a shared
+// lock is waited for twice as long). The default, also used for d <= 0, is
 // [DefaultRefreshTimeout] (30 s).
 func WithRefreshTimeout(d time.Duration) Option {
 	return func(o *options) {
@@ -87,9 +89,9 @@ func WithRefreshTimeout(d time.Duration) Option {
 // the current refresh token, and is the function's to keep. If an answer
 // rotated the refresh token but its access token cannot be used, f is
 // called with a token that holds only the new refresh token. f runs while
-// the refresh holds its lock, with a context bounded by the refresh timeout,
-// so callers waiting for a token wait for it too; it must not call the
-// source.
+// the refresh holds its lock, with a context bounded by the refresh timeout
+// (shared with the Save), so callers waiting for a token wait for it too;
+// it must not call the source. A panic in f is a failed callback.
 //
 // If it returns an error, the new token is used all the same (with rotation
 // the old refresh token is already dead, so dropping the new one would lose

@@ -12,8 +12,9 @@ import (
 // state is a new entry built from a copy of the view.
 type entry struct {
 	view
-	// freshUntil is v.freshUntil(), for the lock-free check of Transport.
-	freshUntil time.Time
+	// freshUntil and servedUntil are the view's, computed once for the
+	// lock-free read path.
+	freshUntil, servedUntil time.Time
 	// started is set by the first caller that sees the entry stale, so
 	// that a background refresh is started once per entry, not per call.
 	started atomic.Bool
@@ -65,7 +66,7 @@ type drop struct {
 
 // newEntry returns the entry that publishes v.
 func newEntry(v view) *entry {
-	return &entry{view: v, freshUntil: v.freshUntil()}
+	return &entry{view: v, freshUntil: v.freshUntil(), servedUntil: v.servedUntil()}
 }
 
 // freshUntil is the first instant at which v is not fresh: its token turns
@@ -82,34 +83,30 @@ func (v *view) freshUntil() time.Time {
 
 // at reports what a caller does with v at now: hand the token out (fresh),
 // hand it out and start a refresh (stale), or wait for one (expired).
-//
-// While refreshes fail, a token is handed out until its real expiry, not
-// only until its safety margin: the margin guards against using a token
-// too late in normal operation, not against serving it during an outage.
 func (v *view) at(now time.Time) state {
-	return v.stateAt(now, v.freshUntil())
-}
-
-// at is view.at with the entry's freshUntil, computed once.
-func (e *entry) at(now time.Time) state {
-	return e.stateAt(now, e.freshUntil)
-}
-
-func (v *view) stateAt(now, freshUntil time.Time) state {
 	if v.tok == nil {
 		return expired
 	}
-	until := v.sched.expiredAt
-	if v.fail.err != nil {
-		until = v.sched.expiry
-	}
-	switch {
-	case !until.IsZero() && !now.Before(until):
+	return stateAt(now, v.freshUntil(), v.servedUntil())
+}
+
+// at is view.at with the instants computed once.
+func (e *entry) at(now time.Time) state {
+	if e.tok == nil {
 		return expired
-	case !freshUntil.IsZero() && !now.Before(freshUntil):
-		return stale
 	}
-	return fresh
+	return stateAt(now, e.freshUntil, e.servedUntil)
+}
+
+// servedUntil is when v's token stops being handed out: the start of its
+// safety margin, or, while refreshes fail, its real expiry. The margin
+// guards against using a token too late in normal operation, not against
+// serving it during an outage. Zero is never.
+func (v *view) servedUntil() time.Time {
+	if v.fail.err != nil {
+		return v.sched.expiry
+	}
+	return v.sched.expiredAt
 }
 
 // blocked reports whether, at now, the last failure forbids a refresh. A

@@ -148,35 +148,26 @@ func TestNoSecretInErrors(t *testing.T) {
 		}
 	})
 
-	t.Run("network error, careless URL", func(t *testing.T) {
-		srv := httptest.NewServer(http.NotFoundHandler())
-		srv.Close()
-		const rt = "rt-SECRET-refresh"
-		conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "?client_secret=" + clientSecret}}
-		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
-		defer ts.Close()
-		_, err := ts.Token()
-		if err == nil {
-			t.Fatal("Token() succeeded")
-		}
-		for _, l := range leaks(err, []string{rt, clientSecret}) {
-			t.Error(l)
-		}
-	})
-
-	t.Run("unparsable URL holding the client secret", func(t *testing.T) {
-		const rt = "rt-SECRET-refresh"
-		conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: "https://x/%zz?client_secret=" + clientSecret}}
-		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
-		defer ts.Close()
-		_, err := ts.Token()
-		if err == nil {
-			t.Fatal("Token() succeeded")
-		}
-		for _, l := range leaks(err, []string{rt, clientSecret}) {
-			t.Error(l)
-		}
-	})
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tt := range []struct{ name, tokenURL string }{
+		{"network error, careless URL", closed.URL + "?client_secret=" + clientSecret},
+		{"unparsable URL holding the client secret", "https://x/%zz?client_secret=" + clientSecret},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const rt = "rt-SECRET-refresh"
+			conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: tt.tokenURL}}
+			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
+			defer ts.Close()
+			_, err := ts.Token()
+			if err == nil {
+				t.Fatal("Token() succeeded")
+			}
+			for _, l := range leaks(err, []string{rt, clientSecret}) {
+				t.Error(l)
+			}
+		})
+	}
 
 	t.Run("reason phrase echoes the refresh token", func(t *testing.T) {
 		const rt = "rt-SECRET-refresh"

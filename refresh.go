@@ -42,6 +42,8 @@ type round struct {
 	// timeout bounds the request: the refresh timeout, and three
 	// quarters of the lease left on a shared store's lock.
 	timeout time.Duration
+	// prep is cancelled by Close: it bounds the steps before the request.
+	prep context.Context
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
@@ -57,11 +59,17 @@ func (s *TokenSource) refresh() (any, error) {
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
 	s.group.Forget(refreshKey)
+	// Close sets closed, then calls stopping: it stops this refresh, or
+	// this refresh sees closed.
+	prep, stop := context.WithCancel(s.ctx)
+	defer stop()
+	s.stopping.Store(&stop)
+	defer s.stopping.Store(nil)
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	base := s.cur.Load()
-	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout}
+	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep}
 	r.run()
 	r.release()
 	return r.publish()
@@ -118,7 +126,7 @@ func (r *round) syncStore() bool {
 	if ss == nil {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(r.s.stopCtx, r.s.timeout)
+	ctx, cancel := context.WithTimeout(r.prep, r.s.timeout)
 	defer cancel()
 	if ss.due() && !r.load(ctx) {
 		return false
@@ -167,10 +175,10 @@ func (r *round) lease() bool {
 	}
 	// The wait is long enough for a lease somewhat longer than the refresh
 	// timeout, held by a process that died, to run out.
-	ctx, cancel := context.WithTimeout(r.s.stopCtx, 2*r.s.timeout)
+	ctx, cancel := context.WithTimeout(r.prep, 2*r.s.timeout)
 	expires, unlock, err := ss.lock(ctx)
 	cancel()
-	ctx, cancel = context.WithTimeout(r.s.stopCtx, r.s.timeout)
+	ctx, cancel = context.WithTimeout(r.prep, r.s.timeout)
 	defer cancel()
 	if err != nil {
 		// The wait may have ended while another process was saving the
@@ -243,7 +251,7 @@ func (r *round) fetch() {
 		return
 	}
 	r.from = s.rt
-	if s.stopCtx.Err() != nil {
+	if s.closed.Load() {
 		r.err = unsentError{ErrClosed} // Close came before the request
 		return
 	}

@@ -57,12 +57,13 @@ type TokenSource struct {
 	timeout time.Duration
 	// ctx carries the values of New's context and no cancellation: no
 	// caller and not Close may cut off a request the server may already
-	// have acted on. stopCtx is ctx until Close, which cancels it (stop)
-	// to end the steps of a refresh that come before its request.
-	ctx     context.Context
-	stopCtx context.Context
-	stop    context.CancelFunc
-	closed  atomic.Bool
+	// have acted on.
+	ctx context.Context
+	// stopping cancels the steps of the refresh in flight that come
+	// before its request (reading the store, waiting for its lock): Close
+	// calls it. Nil when no refresh runs.
+	stopping atomic.Pointer[context.CancelFunc]
+	closed   atomic.Bool
 }
 
 func newTokenSource(ctx context.Context, o options) *TokenSource {
@@ -73,7 +74,6 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 		timeout: o.timeout,
 		ctx:     context.WithoutCancel(ctx),
 	}
-	s.stopCtx, s.stop = context.WithCancel(s.ctx)
 	if o.store != nil {
 		s.store = newStoreSync(o.store)
 	}
@@ -275,7 +275,9 @@ func (s *TokenSource) Err() error {
 // and Close waits for it to return.
 func (s *TokenSource) Close() error {
 	s.closed.Store(true)
-	s.stop()
+	if stop := s.stopping.Load(); stop != nil {
+		(*stop)()
+	}
 	// Flush takes mu, which a refresh in flight holds throughout: it
 	// waits for the refresh to end. A refresh that starts later sees
 	// closed and does nothing.

@@ -386,3 +386,30 @@ func TestSetTokenRetryAfterUnseenSave(t *testing.T) {
 		t.Errorf("the store holds %q, want the newest of the new login's family", ms.Stored().RefreshToken)
 	}
 }
+
+// TestCloseStopsLockWait: Close stops a refresh that waits for a shared
+// store's lock, which another process holds: nothing was sent, and Close
+// need not wait for the lease.
+func TestCloseStopsLockWait(t *testing.T) {
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	ms := sharedStore(time.Hour)
+	_, unlock, err := ms.Lock(context.Background()) // another process's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock(context.Background())
+	ts := replica(t, srv, clock, ms, srv.NewRefreshToken(""))
+	done := make(chan error, 1)
+	go func() {
+		_, err := ts.Token()
+		done <- err
+	}()
+	eventually(t, "the source to wait for the lock", func() bool { return ms.Stats().Waits > 0 })
+	ts.Close()
+	if err := recv(t, "the caller", done); !errors.Is(err, context.Canceled) {
+		t.Errorf("Token() = %v, want an error wrapping context.Canceled", err)
+	}
+	if got := srv.Stats().TokenRequests; got != 0 {
+		t.Errorf("token requests = %d, want 0", got)
+	}
+}

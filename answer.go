@@ -166,10 +166,19 @@ func (s *TokenSource) notify(ctx context.Context, tok *oauth2.Token) error {
 	}
 	t := *tok
 	if err := s.callback(ctx, &t); err != nil {
-		return fmt.Errorf("refreshtoken: new token is in use, but the OnNewToken callback failed: %w", err)
+		return &callbackError{err}
 	}
 	return nil
 }
+
+// callbackError is a failure of the WithOnNewToken callback.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string {
+	return fmt.Sprintf("refreshtoken: new token is in use, but the OnNewToken callback failed: %v", e.err)
+}
+
+func (e *callbackError) Unwrap() error { return e.err }
 
 // callback calls onNew, turning a panic into an error, so that a panic
 // cannot skip what the round records after it.

@@ -111,17 +111,22 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		// has retired.
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	if ss.shared != nil && !ss.loaded {
+		// Learn what tok replaces, so that a retried Save can tell it
+		// from a token another process refreshed from tok.
+		ss.load(ctx)
+	}
 	// A retried Save must not overwrite a token that another process
 	// refreshed from tok, if the failed Save landed after all: it is
 	// compared with what the store was last known to hold, or, if the
-	// store was never read, done whatever the store holds.
+	// store could not be read, done whatever the store holds.
 	p := &pendingSave{from: ss.storedRT, force: !ss.loaded, replaces: []string{ss.storedRT, previous}}
 	ss.pending = nil
 	ss.loaded = true // the store's token, if any, is older than tok
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
-	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-	defer cancel()
 	if err := ss.force(ctx, &t); err != nil {
 		// Retried by the next refresh, Flush or Close; with a shared
 		// store, only if the store does not hold a newer token by then

@@ -413,3 +413,106 @@ func TestCloseStopsLockWait(t *testing.T) {
 		t.Errorf("token requests = %d, want 0", got)
 	}
 }
+
+// TestSetTokenRetryKeepsFleetRotation: a SetToken on a source that never
+// read its shared store, whose Save landed but reported a failure, is not
+// forced over the token another process then refreshed from it.
+func TestSetTokenRetryKeepsFleetRotation(t *testing.T) {
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	st := sharedStore(0)
+	a := refreshtoken.New(context.Background(), srv.Config(), nil, refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st))
+	defer a.Close()
+	b := replica(t, srv, clock, st, "rt-unused")
+	signedIn := srv.NewRefreshToken("")
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken, SaveLands: true})
+	if err := a.SetToken(&oauth2.Token{RefreshToken: signedIn}); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("SetToken() = %v, want ErrNotSaved", err)
+	}
+	st.SetFaults(refreshtokentest.StoreFaults{})
+	mustToken(t, b) // b loads signedIn and rotates it
+	if err := a.Flush(); err != nil {
+		t.Fatalf("Flush() = %v", err)
+	}
+	if got := st.Stored(); got == nil || got.RefreshToken == signedIn {
+		t.Error("the retried SetToken overwrote the token b rotated")
+	}
+	clock.Add(time.Hour)
+	a.Token()
+	if got := srv.Stats(); got.ReuseEvents != 0 || got.ReplacedSent != 0 {
+		t.Errorf("server stats = %+v: a retired refresh token was sent", got)
+	}
+}
+
+// TestRotationOnlyFailuresReachCallers: an answer that rotates the refresh
+// token but has no access token, whose Save or callback fails: the callers
+// waiting for that refresh hear of the failure, as ErrNotSaved and
+// WithOnNewToken promise, though a valid token is still cached.
+func TestRotationOnlyFailuresReachCallers(t *testing.T) {
+	for _, withStore := range []bool{true, false} {
+		clock := newFakeClock(t0)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"refresh_token":"rt-2","token_type":"Bearer"}`)
+		}))
+		defer srv.Close()
+		conf := &oauth2.Config{ClientID: "c", Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
+		opts := []refreshtoken.Option{refreshtoken.WithClock(clock.Now)}
+		if withStore {
+			st := refreshtokentest.NewMemoryStore(clock.Now, 0)
+			st.Put(&oauth2.Token{RefreshToken: "rt-1"})
+			st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
+			opts = append(opts, refreshtoken.WithStore(st))
+		} else {
+			opts = append(opts, refreshtoken.WithOnNewToken(func(context.Context, *oauth2.Token) error { return errBroken }))
+		}
+		ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: t0.Add(time.Hour)}, opts...)
+		defer ts.Close()
+		clock.Add(time.Hour - 5*time.Second) // in the safety margin: the caller waits
+		if _, err := ts.Token(); !errors.Is(err, errBroken) {
+			t.Errorf("store %v: the waiting caller got %v, want the Save's or the callback's failure", withStore, err)
+		}
+	}
+}
+
+// panickingStore is a plain MemoryStore whose Save panics while told to.
+type panickingStore struct {
+	*refreshtokentest.MemoryStore
+	panics bool
+}
+
+func (p *panickingStore) Load(ctx context.Context) (*oauth2.Token, error) {
+	return p.MemoryStore.Load(ctx)
+}
+
+func (p *panickingStore) Save(ctx context.Context, tok *oauth2.Token) error {
+	if p.panics {
+		panic("store bug")
+	}
+	return p.MemoryStore.Save(ctx, tok)
+}
+
+// TestStorePanicKeepsRotation: a Store whose Save panics after a rotation
+// leaves the Save pending, like one that fails: Close saves the rotated
+// refresh token, and a restart does not send the retired one.
+func TestStorePanicKeepsRotation(t *testing.T) {
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	rt := srv.NewRefreshToken("")
+	st := &panickingStore{MemoryStore: sharedStore(0), panics: true}
+	ts := replica(t, srv, clock, plainStore{st}, rt)
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Errorf("Token() = %v, want ErrNotSaved", err)
+	}
+	st.panics = false
+	if err := ts.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if newest, _ := srv.Newest(rt); st.Stored() == nil || st.Stored().RefreshToken != newest {
+		t.Fatal("the store does not hold the rotated refresh token")
+	}
+	restarted := replica(t, srv, clock, plainStore{st}, rt)
+	clock.Add(time.Hour)
+	mustToken(t, restarted)
+	if got := srv.Stats(); got.ReplacedSent != 0 {
+		t.Errorf("server stats = %+v: the retired refresh token was sent", got)
+	}
+}

@@ -292,7 +292,9 @@ func (r *round) publish() (any, error) {
 		next := r.v
 		if cur != r.base && !r.replaced {
 			next = cur.view
-			next.fail = r.v.fail
+			if cur.fail == r.base.fail { // else the drop set its own: keep it
+				next.fail = r.v.fail
+			}
 		}
 		e = newEntry(next)
 		if r.s.cur.CompareAndSwap(cur, e) {
@@ -303,7 +305,7 @@ func (r *round) publish() (any, error) {
 		// While refreshes fail, a token is handed out until its real
 		// expiry: to the callers of this refresh too. A failed Save or
 		// callback is theirs to hear of.
-		if r.err == r.v.fail.err && !r.v.fail.saveOnly() && e.at(r.s.now()) != expired {
+		if r.err == r.v.fail.err && !errors.Is(r.err, ErrNotSaved) && !errors.As(r.err, new(*callbackError)) && e.at(r.s.now()) != expired {
 			return e, nil
 		}
 		return nil, r.err

@@ -63,7 +63,11 @@ func (ss *storeSync) due() bool {
 // load reads the stored token. It returns nil if there is none, or if a
 // pending token is newer than anything the store can hold.
 func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
-	tok, err := ss.st.Load(ctx)
+	var tok *oauth2.Token
+	err := safely(func() (err error) {
+		tok, err = ss.st.Load(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("refreshtoken: loading the stored token: %w", err)
 	}
@@ -82,12 +86,15 @@ func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
 // keeps it only if it still holds from; saved reports whether it did.
 func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (saved bool, err error) {
 	t := *tok // the store's to keep
-	if ss.shared == nil {
-		err = ss.st.Save(ctx, &t)
-		saved = err == nil
-	} else {
-		saved, err = ss.shared.SaveIfCurrent(ctx, &t, from)
-	}
+	err = safely(func() (err error) {
+		if ss.shared == nil {
+			err = ss.st.Save(ctx, &t)
+			saved = err == nil
+		} else {
+			saved, err = ss.shared.SaveIfCurrent(ctx, &t, from)
+		}
+		return err
+	})
 	if saved {
 		ss.storedRT = tok.RefreshToken
 	}
@@ -97,7 +104,7 @@ func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (
 // force stores tok whatever the store holds.
 func (ss *storeSync) force(ctx context.Context, tok *oauth2.Token) error {
 	t := *tok
-	err := ss.st.Save(ctx, &t)
+	err := safely(func() error { return ss.st.Save(ctx, &t) })
 	if err == nil {
 		ss.storedRT = tok.RefreshToken
 	}
@@ -161,4 +168,15 @@ func (ss *storeSync) lock(ctx context.Context) (expires time.Time, unlock func(c
 		return time.Time{}, nil, fmt.Errorf("refreshtoken: taking the shared store's refresh lock: %w", err)
 	}
 	return expires, unlock, nil
+}
+
+// safely calls f, a call into the store, and turns a panic into an error:
+// a panicking store must not skip the recording of a pending Save.
+func safely(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("refreshtoken: panic in the store: %v", p)
+		}
+	}()
+	return f()
 }

@@ -19,12 +19,7 @@ import (
 // this for you. A client made by [oauth2.NewClient] keeps its own copy of
 // the token until its Expiry, and does not see Invalidate.
 func (s *TokenSource) Invalidate() {
-	for {
-		cur := s.cur.Load()
-		if s.cur.CompareAndSwap(cur, s.dropped(cur, false)) {
-			return
-		}
-	}
+	s.dropIf(func(*entry) bool { return true }, false)
 }
 
 // InvalidateToken reports that an API rejected the access token of
@@ -40,20 +35,22 @@ func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
 	if rejected == nil {
 		return
 	}
-	for {
-		cur := s.cur.Load()
-		if cur.tok == nil || cur.tok.AccessToken != rejected.AccessToken || s.cur.CompareAndSwap(cur, s.dropped(cur, true)) {
-			return
-		}
-	}
+	s.dropIf(func(e *entry) bool { return e.tok != nil && e.tok.AccessToken == rejected.AccessToken }, true)
 }
 
 // invalidate is InvalidateToken for the entry's own token, which Transport
 // holds.
 func (s *TokenSource) invalidate(tok *oauth2.Token) {
+	s.dropIf(func(e *entry) bool { return e.tok == tok }, true)
+}
+
+// dropIf drops the cached token while match says the entry is the one to
+// drop, with a compare-and-swap: a drop never waits for a refresh in
+// flight, and a new entry published meanwhile is judged again.
+func (s *TokenSource) dropIf(match func(*entry) bool, after401 bool) {
 	for {
 		cur := s.cur.Load()
-		if cur.tok != tok || s.cur.CompareAndSwap(cur, s.dropped(cur, true)) {
+		if !match(cur) || s.cur.CompareAndSwap(cur, s.dropped(cur, after401)) {
 			return
 		}
 	}
@@ -154,17 +151,8 @@ func (s *TokenSource) Flush() error {
 	r := &round{s: s, now: s.now(), base: base, v: base.view}
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
-	p := s.store.pending
-	saved, err := s.store.flush(ctx)
-	if err != nil {
+	if _, err := r.flushPending(ctx); err != nil {
 		return &saveError{err}
-	}
-	s.policy.saves = 0
-	if r.holds(p.tok) && r.v.fail.saveOnly() {
-		r.v.fail, r.changed = failure{}, true
-	}
-	if !saved {
-		r.load(ctx)
 	}
 	r.publish()
 	return nil

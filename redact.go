@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"golang.org/x/oauth2"
 )
 
 // What the source shows of itself, and how secrets are kept out of what it
@@ -47,14 +45,6 @@ func (s *TokenSource) Format(f fmt.State, _ rune) {
 		return
 	}
 	io.WriteString(f, s.String())
-}
-
-// accessToken is tok's access token, or "" if tok is nil.
-func accessToken(tok *oauth2.Token) string {
-	if tok == nil {
-		return ""
-	}
-	return tok.AccessToken
 }
 
 const redacted = "[redacted]"

@@ -138,16 +138,9 @@ func (r *round) syncStore() bool {
 	if p == nil {
 		return true
 	}
-	saved, err := ss.flush(ctx)
+	loaded, err := r.flushPending(ctx)
 	if err == nil {
-		r.s.policy.saves = 0
-		if r.holds(p.tok) && r.v.fail.saveOnly() {
-			r.v.fail, r.changed = failure{}, true
-		}
-		if !saved && !r.load(ctx) {
-			return false
-		}
-		return r.v.at(r.now) != fresh
+		return loaded && r.v.at(r.now) != fresh
 	}
 	switch {
 	case r.holds(p.tok) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
@@ -163,6 +156,23 @@ func (r *round) syncStore() bool {
 	}
 	// The token is due: the Save of the new token supersedes this one.
 	return true
+}
+
+// flushPending saves the pending token. On success the failed Save of the
+// token in hand is cleared, and if a shared store refused the token as
+// superseded, the newer one it holds is loaded; loaded is false if that
+// load failed (and is recorded as a failure).
+func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
+	p := r.s.store.pending
+	saved, err := r.s.store.flush(ctx)
+	if err != nil {
+		return false, err
+	}
+	r.s.policy.saves = 0
+	if r.holds(p.tok) && r.v.fail.saveOnly() {
+		r.v.fail, r.changed = failure{}, true
+	}
+	return saved || r.load(ctx), nil
 }
 
 // lease takes a shared store's lock and reads the store again: another

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -288,12 +289,60 @@ func newEnv(t *testing.T, cfg refreshtokentest.Config) *env {
 // stdout, stderr and the exit status.
 func (e *env) run(stdin string, args ...string) (string, string, int) {
 	e.t.Helper()
+	return e.runFrom(strings.NewReader(stdin), args...)
+}
+
+func (e *env) runFrom(stdin io.Reader, args ...string) (string, string, int) {
+	e.t.Helper()
 	if len(args) > 0 && args[0] == "token" {
 		args = append([]string{"token", "-state", e.state}, args[1:]...)
 	}
 	var stdout, stderr bytes.Buffer
-	code := run(args, strings.NewReader(stdin), &stdout, &stderr, func(k string) string { return e.vars[k] })
+	code := run(args, stdin, &stdout, &stderr, func(k string) string { return e.vars[k] })
 	return stdout.String(), stderr.String(), code
+}
+
+// stored returns the refresh token in the state file.
+func (e *env) stored() string {
+	e.t.Helper()
+	var state struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	b, err := os.ReadFile(e.state)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &state); err != nil {
+		e.t.Fatal(err)
+	}
+	return state.RefreshToken
+}
+
+// requests returns the token requests the server has had.
+func (e *env) requests() int { return e.srv.Stats().TokenRequests }
+
+// noSecret fails the test if any of secrets shows in output.
+func noSecret(t *testing.T, output string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(output, s) {
+			t.Errorf("output shows a secret (%.6s...): %q", s, output)
+		}
+	}
+}
+
+// oneMessage fails the test unless errOut is the token command's message,
+// with one prefix and none of the library's words for programs.
+func oneMessage(t *testing.T, errOut string) {
+	t.Helper()
+	if !strings.HasPrefix(errOut, "refreshtoken token: ") || strings.Count(errOut, "refreshtoken") != 1 && !strings.Contains(errOut, "refreshtoken token -refresh-token-file") {
+		t.Errorf("stderr %q: want one prefix, refreshtoken token:", errOut)
+	}
+	for _, w := range []string{"refreshtoken: ", "filestore: ", "SetToken", "WithAllowHTTP", "next attempt not before", "TokenSource"} {
+		if strings.Contains(errOut, w) {
+			t.Errorf("stderr %q holds %q, meant for a program", errOut, w)
+		}
+	}
 }
 
 // mustRun runs and fails the test unless the run exits 0.

@@ -136,7 +136,7 @@ func (s *state) writable() error {
 	}
 	for _, p := range []string{s.path, s.metaPath()} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o200 == 0 {
-			return fmt.Errorf("%s is read-only, so a new refresh token could not be saved: run chmod 600 %s", p, p)
+			return fmt.Errorf("%s is read-only, so a new refresh token could not be saved; nothing was sent. Run: chmod 600 %s", p, p)
 		}
 	}
 	return nil

@@ -42,7 +42,7 @@ func readRefreshToken(name string, stdin io.Reader) (string, error) {
 		return "", fmt.Errorf("reading %s: %w", what, err)
 	}
 	if len(b) > maxInput {
-		return "", &usageError{fmt.Sprintf("%s is larger than %d KiB: that is not a refresh token", what, maxInput>>10)}
+		return "", &usageError{fmt.Sprintf("%s is larger than %d KiB (not shown): that is not a refresh token", what, maxInput>>10)}
 	}
 	rt, problem := parseRefreshToken(b)
 	if problem != "" {

@@ -68,7 +68,7 @@ func (c *config) parse(args []string, stderr io.Writer, getenv func(string) stri
 		return &usageError{"-show-refresh-token goes with -json"}
 	case c.timeout <= 0:
 		return &usageError{"-timeout must be positive"}
-	case c.state == "" && !validProfile(c.profile):
+	case !validProfile(c.profile):
 		return &usageError{"-profile must be a name of letters, digits, '.', '-' and '_', not starting with '.'"}
 	}
 	return checkTokenURL(c.tokenURL)

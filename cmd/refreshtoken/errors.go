@@ -63,9 +63,17 @@ func explain(err error) (string, int) {
 	case errors.As(err, &gaveUp):
 		return failure(gaveUp), exitError
 	}
-	var re *refreshtoken.RetryError
-	if errors.As(err, &re) {
-		return fmt.Sprintf("%s.\nNot tried again: the server may have used up the refresh token. Try again; if it is rejected, sign in again.", describe(re.Err)), exitError
+	var (
+		retry  *refreshtoken.RetryError
+		answer *oauth2.RetrieveError
+	)
+	switch {
+	case errors.As(err, &answer) && answer.Response != nil:
+		// An error answer that retrying at once would not change (a 4xx
+		// other than 429): the request, not the refresh token, is wrong.
+		return fmt.Sprintf("%s.\nCheck -token-url and how the request is sent (-json-body, -basic-auth). The stored refresh token is kept.", describe(err)), exitError
+	case errors.As(err, &retry):
+		return fmt.Sprintf("%s.\nNot tried again: the server may have used up the refresh token. Try again; if it is rejected, sign in again.", describe(retry.Err)), exitError
 	}
 	return cause(err).Error(), exitError
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -71,13 +72,14 @@ func (f *fetch) token() (*oauth2.Token, error) {
 // held, so no other invocation sends the same refresh token meanwhile.
 func (f *fetch) attempt(timeout time.Duration) (*oauth2.Token, error) {
 	var fetched atomic.Bool
-	opts := append(f.opts[:len(f.opts):len(f.opts)],
+	opts := slices.Concat(f.opts, []refreshtoken.Option{
 		refreshtoken.WithStore(f.st.store),
 		refreshtoken.WithRefreshTimeout(timeout),
 		refreshtoken.WithOnNewToken(func(context.Context, *oauth2.Token) error {
-			fetched.Store(true)
+			fetched.Store(true) // -refresh needs no second refresh
 			return nil
-		}))
+		}),
+	})
 	ts := refreshtoken.New(context.Background(), f.conf, &oauth2.Token{}, opts...)
 	tok, err := ts.Token()
 	if err == nil && f.force && !fetched.Load() {

@@ -89,7 +89,9 @@ func TestRetries(t *testing.T) {
 		{name: "malformed success", fault: refreshtokentest.Fault{Truncate: true}, n: 1, wantCode: 1, wantReqs: 1,
 			wantErr: "Not tried again"},
 		{name: "400 invalid_request", fault: refreshtokentest.Fault{Status: 400}, n: 1, wantCode: 1, wantReqs: 1,
-			wantErr: "answered HTTP 400 Bad Request (\"invalid_request\""},
+			wantErr: "answered HTTP 400 Bad Request (\"invalid_request\": \"Injected fault.\").\nCheck -token-url"},
+		{name: "404", fault: refreshtokentest.Fault{Status: 404}, n: 1, wantCode: 1, wantReqs: 1,
+			wantErr: "answered HTTP 404 Not Found"},
 		{name: "invalid_grant", fault: refreshtokentest.Fault{Status: 400, Error: "invalid_grant"}, n: 1, wantCode: 3, wantReqs: 1,
 			wantErr: "Sign in again"},
 	}
@@ -130,4 +132,15 @@ func TestRetriesConnectionRefused(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1, and tried 4 times", code, errOut)
 	}
 	oneMessage(t, errOut)
+}
+
+// TestServerTextEscaped: what a hostile server sends in its error answer
+// is quoted, not written to the terminal as is.
+func TestServerTextEscaped(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.srv.Inject(1, refreshtokentest.Fault{Status: 400, Error: "bad\x1b[2J\r\nrefreshtoken token: all is well"})
+	_, errOut, code := e.run(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
+	if code != 1 || strings.ContainsAny(errOut, "\x1b\r") || strings.Contains(errOut, "\nrefreshtoken") || !strings.Contains(errOut, `\x1b[2J\r\n`) {
+		t.Errorf("exit %d, stderr %q; want 1 and the server's text quoted", code, errOut)
+	}
 }

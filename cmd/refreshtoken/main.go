@@ -38,8 +38,8 @@
 // refresh token is never sent to another server. A call with another
 // token URL, client ID or audience sends nothing and exits 2: use another
 // profile for the other server, or give a new refresh token, which
-// replaces the stored one. A refresh token the server rejected for good is
-// recorded (by a fingerprint: the first 8 hex digits of its SHA-256) and
+// replaces the stored one. A refresh token the server rejected
+// (invalid_grant) is recorded (by a fingerprint: the first 8 hex digits of its SHA-256) and
 // not sent again: later calls exit 3 at once, until a new refresh token is
 // given.
 //
@@ -49,15 +49,16 @@
 // checks that it can save a new token in the state's directory. A failure
 // that may pass (the server unreachable, HTTP 429 or 5xx) is tried again a
 // few times within -timeout, waiting as long as the server asks with
-// Retry-After; an answer that is lost after the request was sent is not,
-// since the server may have rotated the refresh token.
+// Retry-After (or not at all, if that is past -timeout); an answer that is
+// lost after the request was sent is not, since the server may have
+// rotated the refresh token.
 //
 // Exit status:
 //
 //	0  success
 //	1  an error: the server unreachable or failing, a client that the server
-//	   does not accept (-client-id, the client secret, -basic-auth), a state
-//	   file that cannot be read or written; the message says what to do
+//	   does not accept (-client-id, the client secret, -basic-auth), a file
+//	   that cannot be read or written; the message says what to do
 //	2  a usage error: flags, arguments, the refresh token given, no
 //	   refresh token stored yet, or a state that belongs to another server
 //	3  the refresh token was rejected (invalid_grant), now or before: sign

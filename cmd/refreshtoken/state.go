@@ -75,6 +75,19 @@ func (e *mismatchError) Error() string {
 	return fmt.Sprintf("%s belongs to another server: its %s is %q, not %q", e.path, e.field, e.stored, e.wanted)
 }
 
+// statePath returns the state file: file if it is set (-state), else the
+// profile's under the user's configuration directory.
+func statePath(file, profile string) (string, error) {
+	if file != "" {
+		return file, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no configuration directory (%v): set -state", err)
+	}
+	return filepath.Join(dir, "refreshtoken", profile+".json"), nil
+}
+
 // openState opens the state at path: it creates its directory (mode 0700)
 // if needed, waits for the lock, and checks that the token can be saved
 // there, before any refresh token is sent, so that a rotated one is not

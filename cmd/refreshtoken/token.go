@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -164,15 +163,11 @@ func (c *config) token(stdin io.Reader, getenv func(string) string) (*oauth2.Tok
 			return nil, err
 		}
 	}
-	if c.state == "" {
-		dir, err := os.UserConfigDir()
-		if err != nil {
-			return nil, fmt.Errorf("no configuration directory (%v): set -state", err)
-		}
-		c.state = filepath.Join(dir, "refreshtoken", c.profile+".json")
+	path, err := statePath(c.state, c.profile)
+	if err != nil {
+		return nil, err
 	}
-
-	st, err := openState(c.state)
+	st, err := openState(path)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ func explain(err error) (string, int) {
 	case errors.As(err, &mismatch), errors.Is(err, errUnbound):
 		return fmt.Sprintf("%v; nothing was sent.\nUse another profile for this server (-profile NAME), or replace the stored token with a new one (-refresh-token-file).", err), exitUsage
 	case errors.Is(err, errNoToken):
-		return "no refresh token stored yet: give one with -refresh-token-file (a file, or - for standard input)", exitUsage
+		return fmt.Sprintf("%v yet: give one with -refresh-token-file (a file, or - for standard input)", err), exitUsage
 	case errors.Is(err, errRejected):
 		return "the server rejected the stored refresh token before; nothing was sent.\n" + signInAgain, exitReauth
 	case errors.As(err, &dir):

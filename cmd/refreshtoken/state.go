@@ -166,7 +166,7 @@ func (s *state) Token(b binding) (*oauth2.Token, error) {
 		return nil, stateError(err)
 	}
 	if tok == nil || tok.RefreshToken == "" {
-		return nil, errNoToken
+		return nil, fmt.Errorf("%w in %s", errNoToken, s.path)
 	}
 	m, err := s.readMeta()
 	if err != nil {

@@ -75,6 +75,19 @@ func (e *mismatchError) Error() string {
 	return fmt.Sprintf("%s belongs to another server: its %s is %q, not %q", e.path, e.field, e.stored, e.wanted)
 }
 
+// statePath returns the state file: file if it is set (-state), else the
+// profile's under the user's configuration directory.
+func statePath(file, profile string) (string, error) {
+	if file != "" {
+		return file, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no configuration directory (%v): set -state", err)
+	}
+	return filepath.Join(dir, "refreshtoken", profile+".json"), nil
+}
+
 // openState opens the state at path: it creates its directory (mode 0700)
 // if needed, waits for the lock, and checks that the token can be saved
 // there, before any refresh token is sent, so that a rotated one is not
@@ -136,7 +149,7 @@ func (s *state) writable() error {
 	}
 	for _, p := range []string{s.path, s.metaPath()} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o200 == 0 {
-			return fmt.Errorf("%s is read-only, so a new refresh token could not be saved: run chmod 600 %s", p, p)
+			return fmt.Errorf("%s is read-only, so a new refresh token could not be saved; nothing was sent. Run: chmod 600 %s", p, p)
 		}
 	}
 	return nil
@@ -153,7 +166,7 @@ func (s *state) Token(b binding) (*oauth2.Token, error) {
 		return nil, stateError(err)
 	}
 	if tok == nil || tok.RefreshToken == "" {
-		return nil, errNoToken
+		return nil, fmt.Errorf("%w in %s", errNoToken, s.path)
 	}
 	m, err := s.readMeta()
 	if err != nil {

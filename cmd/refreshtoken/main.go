@@ -10,8 +10,9 @@
 //
 // Usage:
 //
-//	refreshtoken token [flags]   print a valid access token
-//	refreshtoken demo [flags]    run the demo against a local token server
+//	refreshtoken token [flags]        print a valid access token
+//	refreshtoken demo [flags]         run the demo against a local token server
+//	refreshtoken testserver [flags]   run a local Auth0-like server to try the command
 //
 // Configuration comes from flags or the environment: REFRESHTOKEN_TOKEN_URL,
 // REFRESHTOKEN_CLIENT_ID, REFRESHTOKEN_CLIENT_SECRET, REFRESHTOKEN_AUDIENCE,
@@ -58,9 +59,10 @@ const (
 )
 
 const usage = `usage:
-  refreshtoken token [flags]   print a valid access token
-  refreshtoken demo [flags]    run the demo against a local token server
-  refreshtoken <command> -h    the flags of a command
+  refreshtoken token [flags]        print a valid access token
+  refreshtoken demo [flags]         run the demo against a local token server
+  refreshtoken testserver [flags]   run a local Auth0-like server to try the command
+  refreshtoken <command> -h         the flags of a command
 
 exit status: 0 success, 1 error, 2 usage error, 3 sign in again
 `
@@ -80,6 +82,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return token(args[1:], stdin, stdout, stderr, getenv)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "testserver":
+		return testServer(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

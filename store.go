@@ -14,7 +14,10 @@ import (
 // a fresh access token. [WithStore] makes a source use one.
 //
 // The source calls Load at its first refresh and uses a stored access
-// token that is still fresh, with no request. It calls Save with every new
+// token that is still fresh, with no request. If Load fails, the source
+// sends nothing, since the stored refresh token may be newer than the one
+// it holds and sending that one could be a reuse: callers get the error,
+// and Load is tried again after a back-off. It calls Save with every new
 // token (access token, real expiry, refresh token, ExpiresIn, and the raw
 // fields such as id_token, which Save may drop) before any caller is
 // handed it. It never calls Load or Save concurrently with itself, and
@@ -38,8 +41,9 @@ type Store interface {
 // refreshes once per token, as one process would. Before each refresh the
 // source loads the store and uses a token another process has just
 // refreshed; otherwise it takes the lock, loads again, refreshes, saves
-// with SaveIfCurrent and releases the lock. docs/design.md says how leases,
-// failed Saves and paused processes are handled.
+// with SaveIfCurrent and releases the lock. docs/stores.md, in the
+// repository, says how leases, failed Saves and paused processes are
+// handled.
 type SharedStore interface {
 	Store
 	// Lock takes the lock on refreshing the stored token, waiting while

@@ -198,25 +198,25 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 		}
 		c.state = filepath.Join(dir, "refreshtoken", c.profile+".json")
 	}
-	store := filestore.New(c.state)
-	ctx := context.Background()
-	if err := os.MkdirAll(filepath.Dir(c.state), 0o700); err != nil {
+	st, err := openState(c.state)
+	if err != nil {
 		return fail(err)
 	}
-	unlock, err := lock(c.state + ".lock")
-	if err != nil {
-		return fail(fmt.Errorf("locking the state: %w", err))
-	}
-	defer unlock()
-	if refreshToken == "" {
-		stored, err := store.Load(ctx)
-		if err != nil {
+	defer st.Close()
+	b := binding{TokenURL: c.tokenURL, ClientID: c.clientID, Audience: c.audience}
+	if refreshToken != "" {
+		if err := st.NewSession(b, &oauth2.Token{RefreshToken: refreshToken}); err != nil {
 			return fail(err)
 		}
-		if stored == nil || stored.RefreshToken == "" {
-			return usageErr(fmt.Sprintf("no refresh token stored in %s yet: give one with -refresh-token-file (a file, or - for standard input)", c.state))
-		}
+	} else if _, err := st.Token(b); errors.Is(err, errNoToken) {
+		return usageErr(fmt.Sprintf("no refresh token stored in %s yet: give one with -refresh-token-file (a file, or - for standard input)", c.state))
+	} else if me := (*mismatchError)(nil); errors.As(err, &me) || errors.Is(err, errUnbound) {
+		return usageErr(fmt.Sprintf("%v: nothing was sent.\nUse another profile for this server (-profile NAME), or replace the stored token with a new one (-refresh-token-file)", err))
+	} else if err != nil {
+		return fail(err)
 	}
+	store := st.store
+	ctx := context.Background()
 
 	conf := &oauth2.Config{ClientID: c.clientID, ClientSecret: secret, Scopes: strings.Fields(c.scopes),
 		Endpoint: oauth2.Endpoint{TokenURL: c.tokenURL, AuthStyle: oauth2.AuthStyleInParams}}
@@ -232,11 +232,6 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 	}
 	ts := refreshtoken.New(ctx, conf, &oauth2.Token{}, opts...)
 	defer ts.Close()
-	if refreshToken != "" {
-		if err := ts.SetToken(&oauth2.Token{RefreshToken: refreshToken}); err != nil {
-			return fail(err)
-		}
-	}
 
 	tok, err := get(ts, c.force)
 	// Close waits for a refresh started in the background, so that the

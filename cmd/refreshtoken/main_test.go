@@ -263,3 +263,79 @@ func TestConcurrentInvocations(t *testing.T) {
 		t.Errorf("server stats = %+v, want %d refreshes and no reuse", got, n+1)
 	}
 }
+
+// env is the environment of an in-process run: srv's client, state in dir.
+type env struct {
+	t     *testing.T
+	srv   *refreshtokentest.Server
+	dir   string
+	state string
+	vars  map[string]string
+}
+
+func newEnv(t *testing.T, cfg refreshtokentest.Config) *env {
+	srv := refreshtokentest.NewServer(cfg)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	return &env{t: t, srv: srv, dir: dir, state: filepath.Join(dir, "state.json"), vars: map[string]string{
+		"REFRESHTOKEN_TOKEN_URL":     srv.TokenURL,
+		"REFRESHTOKEN_CLIENT_ID":     "test-client",
+		"REFRESHTOKEN_CLIENT_SECRET": "test-secret",
+	}}
+}
+
+// run calls run in this process, with -state after "token"; it returns
+// stdout, stderr and the exit status.
+func (e *env) run(stdin string, args ...string) (string, string, int) {
+	e.t.Helper()
+	if len(args) > 0 && args[0] == "token" {
+		args = append([]string{"token", "-state", e.state}, args[1:]...)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &stdout, &stderr, func(k string) string { return e.vars[k] })
+	return stdout.String(), stderr.String(), code
+}
+
+// mustRun runs and fails the test unless the run exits 0.
+func (e *env) mustRun(stdin string, args ...string) string {
+	e.t.Helper()
+	out, errOut, code := e.run(stdin, args...)
+	if code != 0 {
+		e.t.Fatalf("refreshtoken %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestStateBoundToServer: a stored refresh token is sent only to the
+// server it came from; another token URL, client ID or audience sends
+// nothing, and says how to use another profile.
+func TestStateBoundToServer(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-audience", "api")
+	other := refreshtokentest.NewServer(refreshtokentest.Config{})
+	defer other.Close()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "token URL", args: []string{"-token-url", other.TokenURL, "-audience", "api"}},
+		{name: "client ID", args: []string{"-client-id", "test-client-2", "-audience", "api"}},
+		{name: "audience", args: []string{"-audience", "other-api"}},
+		{name: "no audience", args: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := e.run("", append([]string{"token", "-refresh"}, tt.args...)...)
+			if code != 2 || out != "" || !strings.Contains(errOut, "-profile") || !strings.Contains(errOut, "-refresh-token-file") {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2 and how to use another profile", code, out, errOut)
+			}
+		})
+	}
+	if got := other.Stats().TokenRequests; got != 0 {
+		t.Errorf("the other server got %d requests, want 0", got)
+	}
+	if got := e.srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("the server got %d requests, want 1 (the first run's)", got)
+	}
+	e.mustRun("", "token", "-refresh", "-audience", "api")
+}

@@ -10,6 +10,7 @@
 //
 // Usage:
 //
+//	refreshtoken login [flags]        sign in, to store the first refresh token
 //	refreshtoken token [flags]        print a valid access token
 //	refreshtoken demo [flags]         run the demo against a local token server
 //	refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -20,6 +21,17 @@
 // from standard input with -refresh-token-file -, never from a flag, which
 // other users can see in ps. The client secret comes from the environment
 // or a file, for the same reason.
+//
+// Or login gets the first refresh token by signing in: in a browser, with
+// the authorization code flow and PKCE, redirected to a listener on
+// 127.0.0.1 (-redirect-port for a server that needs the port registered),
+// or with -device, the device flow, for a machine without a browser. The
+// authorization URLs default to Auth0's, from the token URL (-auth-url,
+// -device-auth-url otherwise); the scope offline_access is always asked
+// for. The session is stored in the state as token keeps it, bound to its
+// server; a state that holds another server's session is replaced only
+// with -replace. testserver runs a local Auth0-like server, which approves
+// every sign-in at once, to try both commands.
 //
 // Invocations that share a state file run one at a time (a lock file beside
 // it, on Unix), so that two of them never refresh with the same refresh
@@ -59,6 +71,7 @@ const (
 )
 
 const usage = `usage:
+  refreshtoken login [flags]        sign in, to store the first refresh token
   refreshtoken token [flags]        print a valid access token
   refreshtoken demo [flags]         run the demo against a local token server
   refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -82,6 +95,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return token(args[1:], stdin, stdout, stderr, getenv)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "login":
+		return login(args[1:], stdout, stderr, getenv)
 	case "testserver":
 		return testServer(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

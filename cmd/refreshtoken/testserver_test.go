@@ -41,6 +41,21 @@ func TestTestServer(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/api with the token: %s, want 200", resp.Status)
 	}
+
+	// A login of the public client, into a profile of its own.
+	login := start(t, cmd.Env, false, "login", "-no-browser", "-profile", "other")
+	if status, page := browse(t, strings.TrimSpace(login.line("/authorize?"))); status != http.StatusOK {
+		t.Errorf("the browser got %d %q, want 200", status, page)
+	}
+	if code := login.wait(); code != 0 {
+		t.Fatalf("login exited %d; output:\n%s", code, login.out())
+	}
+	cmd = exec.Command(binary, "token", "-profile", "other")
+	cmd.Env = login.cmd.Env
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "at-") {
+		t.Errorf("token after login: %v, %q", err, out)
+	}
+
 	if err := srv.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

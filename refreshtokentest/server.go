@@ -250,12 +250,14 @@ func NewServer(cfg Config) *Server {
 		s.srv.Listener.Close()
 		s.srv.Listener = cfg.Listener
 	}
-	s.srv.Start()
-	s.URL = s.srv.URL
+	// Set before Start, as the handlers read them: httptest builds the
+	// same URL in Start.
+	s.URL = "http://" + s.srv.Listener.Addr().String()
 	s.TokenURL = s.URL + "/oauth/token"
 	s.APIURL = s.URL + "/api"
 	s.AuthURL = s.URL + "/authorize"
 	s.DeviceAuthURL = s.URL + "/oauth/device/code"
+	s.srv.Start()
 	return s
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"html"
@@ -40,7 +41,7 @@ func newCallback(l net.Listener, state string) *callback {
 		q := r.URL.Query()
 		ans := answer{code: q.Get("code"), done: make(chan error, 1)}
 		switch {
-		case !subtleEqual(q.Get("state"), state):
+		case subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1:
 			ans.err = errors.New("the browser's redirect does not carry this login's state: it was not the answer to this sign-in (another page or program sent it), so no code was exchanged; sign in again")
 		case q.Get("error") != "":
 			ans.err = fmt.Errorf("the server refused the sign-in: %q", q.Get("error"))

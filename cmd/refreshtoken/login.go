@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,16 +110,14 @@ func (c *loginConfig) parse(args []string, stderr io.Writer, getenv func(string)
 			c.deviceAuthURL = base + "/oauth/device/code"
 		}
 	}
-	endpoints := []struct{ flag, url string }{{"-token-url", c.tokenURL}, {"-auth-url", c.authURL}}
+	flowFlag, flowURL := "-auth-url", c.authURL
 	if c.device {
-		endpoints[1] = struct{ flag, url string }{"-device-auth-url", c.deviceAuthURL}
+		flowFlag, flowURL = "-device-auth-url", c.deviceAuthURL
 	}
-	for _, e := range endpoints {
-		if err := checkEndpoint(e.flag, e.url); err != nil {
-			return err
-		}
+	if err := checkEndpoint("-token-url", c.tokenURL); err != nil {
+		return err
 	}
-	return nil
+	return checkEndpoint(flowFlag, flowURL)
 }
 
 // checkEndpoint refuses an endpoint that is not https, or http to this
@@ -363,9 +360,4 @@ func webURL(s string) bool {
 // printable reports whether s is non-empty printable ASCII.
 func printable(s string) bool {
 	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r >= 0x7f })
-}
-
-// subtleEqual compares two strings in constant time.
-func subtleEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

@@ -2,6 +2,11 @@
 // behaves like Auth0's /oauth/token for the refresh grant, for tests and
 // demos, in the way net/http/httptest provides servers.
 //
+// It also issues the first refresh token as Auth0 does, to a user who
+// approves at once: the authorization code grant with PKCE at /authorize
+// (see [Server.AuthURL]) and the device authorization grant (RFC 8628) at
+// /oauth/device/code, with a verification page at /activate.
+//
 // The server rotates refresh tokens with reuse detection: every refresh
 // returns a new refresh token and retires the one sent, and a retired
 // refresh token sent again revokes its whole family, as Auth0 does. It also
@@ -26,14 +31,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -85,6 +87,14 @@ type Config struct {
 	// Auth0 does, and it sends those headers on every token answer. Zero,
 	// the default, is no limit.
 	RateLimit int
+	// DeviceInterval is the polling interval that /oauth/device/code
+	// sends (whole seconds, at least 1); a device polling sooner, by
+	// Clock, is answered slow_down. Default 5 seconds, RFC 8628's.
+	DeviceInterval time.Duration
+	// Listener is where NewServer serves, such as a net.Listen on a
+	// chosen address; the Server's URL is built from its address, and
+	// Close closes it. Default a new listener on a loopback port.
+	Listener net.Listener
 }
 
 // Fault is a misbehaviour of the token endpoint, injected with
@@ -139,6 +149,9 @@ type Stats struct {
 	RateLimited  int // token requests answered 429 by the rate limit
 	APICalls     int // requests to /api
 	APIRejected  int // of which answered 401
+	// Logins counts tokens issued by the authorization code and device
+	// grants: families started by a user's approval, not by a refresh.
+	Logins int
 	// YoungestRefreshed is the shortest time (of Clock) between a
 	// refresh that issued a refresh token and the refresh that used it;
 	// zero until a refresh token issued by a refresh has been used. A
@@ -154,6 +167,9 @@ type Server struct {
 	URL string
 	// TokenURL is URL + "/oauth/token", APIURL URL + "/api".
 	TokenURL, APIURL string
+	// AuthURL is URL + "/authorize", DeviceAuthURL URL +
+	// "/oauth/device/code", Auth0's paths.
+	AuthURL, DeviceAuthURL string
 
 	cfg Config
 	srv *httptest.Server
@@ -165,6 +181,10 @@ type Server struct {
 	faults  []injected
 	window  int64 // the second (UNIX) the rate limit counts in
 	inWin   int   // requests in that second
+
+	codes   map[string]*authCode   // by authorization code
+	devices map[string]*deviceAuth // by device code
+	users   map[string]*deviceAuth // by normalised user code
 }
 
 type injected struct {
@@ -189,7 +209,8 @@ type family struct {
 	newest  string // the refresh token last issued, for Newest
 }
 
-// NewServer starts a Server on a loopback port. Close it when done.
+// NewServer starts a Server on cfg.Listener, or on a new loopback port.
+// Close it when done.
 func NewServer(cfg Config) *Server {
 	if cfg.ClientID == "" {
 		cfg.ClientID = "test-client"
@@ -206,18 +227,37 @@ func NewServer(cfg Config) *Server {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	cfg.DeviceInterval = cfg.DeviceInterval.Truncate(time.Second)
+	if cfg.DeviceInterval <= 0 {
+		cfg.DeviceInterval = 5 * time.Second
+	}
 	s := &Server{
 		cfg:     cfg,
 		refresh: make(map[string]*refreshState),
 		access:  make(map[string]time.Time),
+		codes:   make(map[string]*authCode),
+		devices: make(map[string]*deviceAuth),
+		users:   make(map[string]*deviceAuth),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
 	mux.HandleFunc("/api", s.serveAPI)
-	s.srv = httptest.NewServer(mux)
-	s.URL = s.srv.URL
+	mux.HandleFunc("/authorize", s.serveAuthorize)
+	mux.HandleFunc("/oauth/device/code", s.serveDeviceCode)
+	mux.HandleFunc("/activate", s.serveActivate)
+	s.srv = httptest.NewUnstartedServer(mux)
+	if cfg.Listener != nil {
+		s.srv.Listener.Close()
+		s.srv.Listener = cfg.Listener
+	}
+	// Set before Start, as the handlers read them: httptest builds the
+	// same URL in Start.
+	s.URL = "http://" + s.srv.Listener.Addr().String()
 	s.TokenURL = s.URL + "/oauth/token"
 	s.APIURL = s.URL + "/api"
+	s.AuthURL = s.URL + "/authorize"
+	s.DeviceAuthURL = s.URL + "/oauth/device/code"
+	s.srv.Start()
 	return s
 }
 
@@ -225,12 +265,13 @@ func NewServer(cfg Config) *Server {
 func (s *Server) Close() { s.srv.Close() }
 
 // Config returns an oauth2.Config for the server's client, with the secret
-// in the request body.
+// in the request body, and the server's three endpoints.
 func (s *Server) Config() *oauth2.Config {
 	return &oauth2.Config{
 		ClientID:     s.cfg.ClientID,
 		ClientSecret: s.cfg.ClientSecret,
-		Endpoint:     oauth2.Endpoint{TokenURL: s.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
+		Endpoint: oauth2.Endpoint{TokenURL: s.TokenURL, AuthURL: s.AuthURL, DeviceAuthURL: s.DeviceAuthURL,
+			AuthStyle: oauth2.AuthStyleInParams},
 	}
 }
 
@@ -332,7 +373,7 @@ func (s *Server) nextFault() Fault {
 	return Fault{}
 }
 
-// serveToken is /oauth/token for the refresh grant.
+// serveToken is /oauth/token.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.OnTokenRequest != nil {
 		s.cfg.OnTokenRequest(r)
@@ -450,152 +491,6 @@ func (f Fault) code() string {
 		return "server_error"
 	}
 	return "invalid_request"
-}
-
-// token answers one token request; called with mu held. rotated is the
-// refresh token that the answer replaces, if it does. reissue answers with
-// the family's last access token, if it is still valid.
-func (s *Server) token(r *http.Request, reissue bool) (status int, body map[string]any, rotated *refreshState) {
-	if r.Method != http.MethodPost {
-		status, body = oauthError(http.StatusMethodNotAllowed, "invalid_request", "Use POST.")
-		return status, body, nil
-	}
-	params, err := readParams(r)
-	if err != nil {
-		status, body = oauthError(http.StatusBadRequest, "invalid_request", err.Error())
-		return status, body, nil
-	}
-	if status, body := s.authenticate(r, params); status != 0 {
-		return status, body, nil
-	}
-	if gt := params.Get("grant_type"); gt != "refresh_token" {
-		status, body = oauthError(http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("Unsupported grant type: %s", gt))
-		return status, body, nil
-	}
-	now := s.cfg.Clock()
-	rt := s.refresh[params.Get("refresh_token")]
-	if rt != nil && rt.retired && rt.delivered {
-		s.stats.ReplacedSent++
-	}
-	switch {
-	case rt == nil || rt.family.revoked:
-		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
-		return status, body, nil
-	case rt.retired && rt.successor != nil && now.Before(rt.retiredAt.Add(s.cfg.ReuseInterval)) && !rt.successor.retired:
-		// Within the reuse interval: the successor, never used, is
-		// retired in its place, and rotation goes on from rt.
-		s.stats.ReuseTolerated++
-		rt.successor.retired, rt.successor.retiredAt = true, now
-	case rt.retired:
-		s.stats.ReuseEvents++
-		rt.family.revoked = true
-		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
-		return status, body, nil
-	}
-	scope := rt.family.scope
-	if req := params.Get("scope"); req != "" {
-		granted := strings.Fields(rt.family.scope)
-		for _, sc := range strings.Fields(req) {
-			if !slices.Contains(granted, sc) {
-				status, body = oauthError(http.StatusForbidden, "invalid_scope", fmt.Sprintf("Scope %q was not granted.", sc))
-				return status, body, nil
-			}
-		}
-		scope = req
-	}
-
-	secs := max(int64(s.cfg.Lifetime/time.Second), 1)
-	exp := now.Add(time.Duration(secs) * time.Second)
-	access := "at-" + rand.Text()
-	if s.cfg.JWTAccessTokens {
-		access = jwt(map[string]any{"exp": exp.Unix(), "iat": now.Unix(), "jti": rand.Text()})
-	}
-	if prev, ok := s.access[rt.family.access]; reissue && ok && now.Before(prev) {
-		access, exp = rt.family.access, prev
-		secs = max(int64(prev.Sub(now)/time.Second), 1)
-	}
-	rt.family.access = access
-	s.access[access] = exp
-	s.stats.Refreshes++
-	body = map[string]any{
-		"access_token": access,
-		"token_type":   "Bearer",
-		"scope":        scope,
-	}
-	switch {
-	case s.cfg.OmitExpiresIn:
-	case s.cfg.ExpiresInString:
-		body["expires_in"] = fmt.Sprint(secs)
-	default:
-		body["expires_in"] = secs
-	}
-	if slices.Contains(strings.Fields(scope), "openid") {
-		body["id_token"] = jwt(map[string]any{"sub": "user-1", "aud": s.cfg.ClientID, "iat": now.Unix(), "exp": exp.Unix()})
-	}
-	if !rt.issuedAt.IsZero() {
-		if age := now.Sub(rt.issuedAt); s.stats.YoungestRefreshed == 0 || age < s.stats.YoungestRefreshed {
-			s.stats.YoungestRefreshed = age
-		}
-	}
-	if !s.cfg.NoRotation {
-		next := "rt-" + rand.Text()
-		rt.successor = &refreshState{family: rt.family, issuedAt: now}
-		rt.retired, rt.retiredAt, rt.delivered = true, now, false
-		s.refresh[next] = rt.successor
-		rt.family.newest = next
-		body["refresh_token"] = next
-		rotated = rt
-	}
-	return http.StatusOK, body, rotated
-}
-
-// authenticate checks the client (RFC 6749 2.3.1): the secret in HTTP Basic
-// (id and secret each form-encoded) or in the body, never in both. It
-// returns status 0 when the client is authenticated.
-func (s *Server) authenticate(r *http.Request, params url.Values) (int, map[string]any) {
-	id, secret := params.Get("client_id"), params.Get("client_secret")
-	if bid, bsecret, ok := r.BasicAuth(); ok {
-		if params.Has("client_secret") {
-			return oauthError(http.StatusBadRequest, "invalid_request", "Use one client authentication method.")
-		}
-		var err1, err2 error
-		id, err1 = url.QueryUnescape(bid)
-		secret, err2 = url.QueryUnescape(bsecret)
-		if err1 != nil || err2 != nil {
-			return oauthError(http.StatusUnauthorized, "invalid_client", "Malformed Basic credentials.")
-		}
-	}
-	if id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
-		return oauthError(http.StatusUnauthorized, "invalid_client", "Client authentication failed.")
-	}
-	return 0, nil
-}
-
-// readParams reads a form or JSON body, as Auth0 accepts both.
-func readParams(r *http.Request) (url.Values, error) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch mt {
-	case "application/x-www-form-urlencoded":
-		if err := r.ParseForm(); err != nil {
-			return nil, errors.New("Malformed form body.")
-		}
-		return r.PostForm, nil
-	case "application/json":
-		var m map[string]any
-		if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20)).Decode(&m); err != nil {
-			return nil, errors.New("Malformed JSON body.")
-		}
-		v := url.Values{}
-		for k, x := range m {
-			s, ok := x.(string)
-			if !ok {
-				return nil, fmt.Errorf("Parameter %s must be a string.", k)
-			}
-			v.Set(k, s)
-		}
-		return v, nil
-	}
-	return nil, fmt.Errorf("Unsupported Content-Type %q.", mt)
 }
 
 // serveAPI is a protected resource: 200 for a known, unexpired access

@@ -10,10 +10,15 @@ import (
 	"time"
 )
 
-// post sends a form to the token endpoint and decodes the JSON answer.
-func post(t *testing.T, s *Server, form url.Values, basic bool) (int, map[string]any) {
+// post sends a form to the token endpoint, or to the URL given, and
+// decodes the JSON answer.
+func post(t *testing.T, s *Server, form url.Values, basic bool, to ...string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.TokenURL, strings.NewReader(form.Encode()))
+	u := s.TokenURL
+	if len(to) > 0 {
+		u = to[0]
+	}
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}

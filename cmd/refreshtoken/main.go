@@ -10,9 +10,11 @@
 //
 // Usage:
 //
-//	refreshtoken token [flags]   print a valid access token
-//	refreshtoken version         print the version
-//	refreshtoken demo [flags]    run the demo against a local token server
+//	refreshtoken login [flags]        sign in, to store the first refresh token
+//	refreshtoken token [flags]        print a valid access token
+//	refreshtoken version              print the version
+//	refreshtoken demo [flags]         run the demo against a local token server
+//	refreshtoken testserver [flags]   run a local Auth0-like server to try the command
 //
 // Configuration comes from flags or the environment: REFRESHTOKEN_TOKEN_URL,
 // REFRESHTOKEN_CLIENT_ID, REFRESHTOKEN_CLIENT_SECRET, REFRESHTOKEN_AUDIENCE,
@@ -31,6 +33,17 @@
 // The client secret comes from the environment or a file, for the same
 // reason.
 //
+// Or login gets the first refresh token by signing in: in a browser, with
+// the authorization code flow and PKCE, redirected to a listener on
+// 127.0.0.1 (-redirect-port for a server that needs the port registered),
+// or with -device, the device flow, for a machine without a browser. The
+// authorization URLs default to Auth0's, from the token URL (-auth-url,
+// -device-auth-url otherwise); the scope offline_access is always asked
+// for. The session is stored in the state as token keeps it, bound to its
+// server; a state that holds another server's session is replaced only
+// with -replace. testserver runs a local Auth0-like server, which approves
+// every sign-in at once, to try both commands.
+//
 // The state is per profile (-profile NAME, default "default"), in
 // <config dir>/refreshtoken/NAME.json, or the file given with -state. A
 // state belongs to the server its refresh token came from: the token URL,
@@ -39,9 +52,9 @@
 // token URL, client ID or audience sends nothing and exits 2: use another
 // profile for the other server, or give a new refresh token, which
 // replaces the stored one. A refresh token the server rejected
-// (invalid_grant) is recorded (by a fingerprint: the first 8 hex digits of its SHA-256) and
-// not sent again: later calls exit 3 at once, until a new refresh token is
-// given.
+// (invalid_grant) is recorded, by a fingerprint (the first 8 hex digits of
+// its SHA-256), and not sent again: later calls exit 3 at once, until a
+// new refresh token is given.
 //
 // Invocations that share a state file run one at a time (a lock file
 // beside it, NAME.json.lock, on Unix), so that two of them never refresh
@@ -86,10 +99,12 @@ const (
 )
 
 const usage = `usage:
-  refreshtoken token [flags]   print a valid access token
-  refreshtoken version         print the version
-  refreshtoken demo [flags]    run the demo against a local token server
-  refreshtoken <command> -h    the flags of a command
+  refreshtoken login [flags]        sign in, to store the first refresh token
+  refreshtoken token [flags]        print a valid access token
+  refreshtoken version              print the version
+  refreshtoken demo [flags]         run the demo against a local token server
+  refreshtoken testserver [flags]   run a local Auth0-like server to try the command
+  refreshtoken <command> -h         the flags of a command
 
 exit status: 0 success, 1 error, 2 usage error, 3 sign in again
 `
@@ -111,6 +126,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return version(stdout)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "login":
+		return login(args[1:], stdout, stderr, getenv)
+	case "testserver":
+		return testServer(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -40,9 +40,9 @@ version=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { pr
 [ -n "$version" ] || fail "redisstore/go.mod does not require $core"
 echo "publish test: $core and $core/redisstore at $version, from $rev"
 
-# The machine's module cache, for third-party modules only: the test's own
-# cache (below) is fresh, so that no earlier build of our modules is reused,
-# and its downloads are served from the machine's cache where it has them.
+# The test's module cache (below) is fresh, so that no earlier download of
+# our modules (another commit at the same version) is used; third-party
+# modules come from the machine's cache where it has them.
 machine_cache=$(go env GOMODCACHE)
 
 proxy=$tmp/proxy
@@ -56,8 +56,11 @@ export GOPROXY="file://$proxy,file://$machine_cache/cache/download,https://proxy
 # Our modules are not in the checksum database: not yet, and not at this
 # commit's hash ever.
 export GONOSUMDB=$core
-# A fresh cache's files are read-only unless made writable; rm -rf needs it.
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
+# -modcacherw: the fresh cache's files are read-only otherwise, and the
+# clean-up removes them. -trimpath: builds are then cached under module
+# paths, not under the fresh cache's directory, so that a run reuses what the
+# previous run compiled.
+export GOFLAGS="${GOFLAGS:-} -modcacherw -trimpath"
 
 user=$tmp/user
 mkdir -p "$user"
@@ -100,21 +103,20 @@ func main() {
 }
 GO
 cd "$user"
-go mod init example.com/user >/dev/null 2>&1 || fail "go mod init"
+out=$(go mod init example.com/user 2>&1) || fail "go mod init: $out"
 go get "$core@$version" "$core/redisstore@$version" || fail "go get $core@$version $core/redisstore@$version"
 go mod tidy || fail "go mod tidy"
 go vet ./... || fail "go vet"
 go build -o "$tmp/user.bin" . || fail "go build"
 [ "$("$tmp/user.bin")" = ok ] || fail "the user's program did not run"
 
-# What a tag publishes: our modules' zips hold their LICENSE, and the
-# core's does not hold the nested modules' files.
+# What a tag publishes: each module holds its LICENSE, and the core holds
+# no nested module (redisstore/, interop/, scripts/modproxy/).
 coredir=$GOMODCACHE/$core@$version
 [ -f "$coredir/LICENSE" ] || fail "$core@$version has no LICENSE"
 [ -f "$GOMODCACHE/$core/redisstore@$version/LICENSE" ] || fail "$core/redisstore@$version has no LICENSE"
-for nested in redisstore interop scripts/modproxy; do
-	[ ! -e "$coredir/$nested" ] || fail "$core@$version holds $nested/, a module of its own"
-done
+nested=$(cd "$coredir" && find . -mindepth 2 -name go.mod)
+[ -z "$nested" ] || fail "$core@$version holds other modules: $nested"
 
 go install "$core/cmd/refreshtoken@$version" || fail "go install $core/cmd/refreshtoken@$version"
 bin=$GOBIN/refreshtoken

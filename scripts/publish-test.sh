@@ -114,7 +114,8 @@ go build -o "$tmp/user.bin" . || fail "go build"
 # no nested module (redisstore/, interop/, scripts/modproxy/).
 coredir=$GOMODCACHE/$core@$version
 [ -f "$coredir/LICENSE" ] || fail "$core@$version has no LICENSE"
-[ -f "$GOMODCACHE/$core/redisstore@$version/LICENSE" ] || fail "$core/redisstore@$version has no LICENSE"
+cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/redisstore@$version/LICENSE" ||
+	fail "$core/redisstore@$version has no LICENSE, or not the core's"
 nested=$(cd "$coredir" && find . -mindepth 2 -name go.mod)
 [ -z "$nested" ] || fail "$core@$version holds other modules: $nested"
 

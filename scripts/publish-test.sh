@@ -41,16 +41,17 @@ version=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { pr
 echo "publish test: $core and $core/redisstore at $version, from $rev"
 
 proxy=$tmp/proxy
+upstream=$(go env GOPROXY)
 (cd "$root/scripts/modproxy" && GOWORK=off go run . -o "$proxy" \
 	-time "$(git -C "$root" log -1 --format=%cI "$rev")" \
 	"$src@$version" "$src/redisstore@$version")
 
 # A fresh module cache, so that no earlier download of our modules (another
 # commit at the same version) is used; third-party modules come from the
-# public proxy.
+# usual proxy.
 export GOWORK=off
 export GOPATH=$tmp/gopath GOMODCACHE=$tmp/gopath/pkg/mod GOBIN=$tmp/bin
-export GOPROXY="file://$proxy,https://proxy.golang.org"
+export GOPROXY="file://$proxy,$upstream"
 # Our modules are not in the checksum database: not yet, and not at this
 # commit's hash ever.
 export GONOSUMDB=$core

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The publish test: the modules of the current commit, served from a module
+# proxy on disk at the version they are to be tagged with, are fetched, built
+# and installed as a user does (go get, go install ...@version), in a module
+# outside this repository and its go.work. It is the gate of a release
+# (docs/releasing.md), and CI runs it.
+#
+# What is published is the commit (HEAD), not the working tree: uncommitted
+# edits are left out, as a tag would leave them out. The version is the one
+# redisstore/go.mod requires of the core; redisstore is published at the
+# same version, as a release tags both.
+set -euo pipefail
+start=$SECONDS
+root=$(cd "$(dirname "$0")/.." && pwd)
+core=github.com/tokenfresh/refreshtoken
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/publish-test.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+fail() {
+	echo "publish test: FAIL: $*" >&2
+	exit 1
+}
+
+rev=$(git -C "$root" rev-parse --verify 'HEAD^{commit}')
+if [ -n "$(git -C "$root" status --porcelain)" ]; then
+	echo "publish test: uncommitted changes are not published, only $rev"
+fi
+
+# The committed tree, every file of it. git archive is not used: it obeys
+# export-ignore and export-subst attributes, which the go command turns off
+# when it makes a module zip from a tag; checkout-index into a private index
+# does not know them.
+src=$tmp/src
+GIT_INDEX_FILE=$tmp/index git -C "$root" read-tree "$rev"
+GIT_INDEX_FILE=$tmp/index git -C "$root" -c core.autocrlf=input -c core.eol=lf \
+	checkout-index --all --prefix="$src/"
+
+version=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$src/redisstore/go.mod")
+[ -n "$version" ] || fail "redisstore/go.mod does not require $core"
+echo "publish test: $core and $core/redisstore at $version, from $rev"
+
+proxy=$tmp/proxy
+upstream=$(go env GOPROXY)
+(cd "$root/scripts/modproxy" && GOWORK=off go run . -o "$proxy" \
+	-time "$(git -C "$root" log -1 --format=%cI "$rev")" \
+	"$src@$version" "$src/redisstore@$version")
+
+# A fresh module cache, so that no earlier download of our modules (another
+# commit at the same version) is used; third-party modules come from the
+# usual proxy.
+export GOWORK=off
+export GOPATH=$tmp/gopath GOMODCACHE=$tmp/gopath/pkg/mod GOBIN=$tmp/bin
+export GOPROXY="file://$proxy,$upstream"
+# Our modules are not in the checksum database: not yet, and not at this
+# commit's hash ever.
+export GONOSUMDB=$core
+# -modcacherw: the fresh cache's files are read-only otherwise, and the
+# clean-up removes them. -trimpath: builds are then cached under module
+# paths, not under the fresh cache's directory, so that a run reuses what the
+# previous run compiled.
+export GOFLAGS="${GOFLAGS:-} -modcacherw -trimpath"
+
+user=$tmp/user
+mkdir -p "$user"
+cat > "$user/main.go" <<'GO'
+// A user of the published modules: a source with a file store, and one with
+// a Redis store (it does not connect).
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/filestore"
+	"github.com/tokenfresh/refreshtoken/redisstore"
+)
+
+func main() {
+	ctx := context.Background()
+	conf := &oauth2.Config{
+		ClientID: "client",
+		Endpoint: oauth2.Endpoint{TokenURL: "https://tenant.example.com/oauth/token"},
+	}
+	tok := &oauth2.Token{RefreshToken: "refresh"}
+
+	fileSource := refreshtoken.New(ctx, conf, tok,
+		refreshtoken.WithStore(filestore.New("token.json")))
+	defer fileSource.Close()
+
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	redisSource := refreshtoken.New(ctx, conf, tok,
+		refreshtoken.WithStore(redisstore.New(rdb, "refreshtoken:user")))
+	defer redisSource.Close()
+
+	fmt.Println("ok")
+}
+GO
+cd "$user"
+out=$(go mod init example.com/user 2>&1) || fail "go mod init: $out"
+go get "$core@$version" "$core/redisstore@$version" || fail "go get $core@$version $core/redisstore@$version"
+go mod tidy || fail "go mod tidy"
+go vet ./... || fail "go vet"
+go build -o "$tmp/user.bin" . || fail "go build"
+[ "$("$tmp/user.bin")" = ok ] || fail "the user's program did not run"
+
+# What a tag publishes: each module holds its LICENSE, and the core holds
+# no nested module (redisstore/, interop/, scripts/modproxy/).
+coredir=$GOMODCACHE/$core@$version
+[ -f "$coredir/LICENSE" ] || fail "$core@$version has no LICENSE"
+cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/redisstore@$version/LICENSE" ||
+	fail "$core/redisstore@$version has no LICENSE, or not the core's"
+nested=$(cd "$coredir" && find . -mindepth 2 -name go.mod)
+[ -z "$nested" ] || fail "$core@$version holds other modules: $nested"
+
+go install "$core/cmd/refreshtoken@$version" || fail "go install $core/cmd/refreshtoken@$version"
+bin=$GOBIN/refreshtoken
+go version -m "$bin" | grep -Eq "^[[:space:]]+mod[[:space:]]+$core[[:space:]]+$version[[:space:]]" ||
+	fail "go version -m $bin does not give $core $version: $(go version -m "$bin")"
+"$bin" help >/dev/null 2>&1 || fail "refreshtoken help exited $?"
+if out=$("$bin" version 2>&1); then
+	case $out in
+	*"$version"*) ;;
+	*) fail "refreshtoken version says \"$out\", not $version" ;;
+	esac
+else
+	echo "publish test: skipped: refreshtoken version is not a command yet"
+fi
+
+echo "publish test: ok ($((SECONDS - start))s)"

@@ -42,8 +42,11 @@ func (r *round) save() {
 		r.superseded(ctx)
 		return
 	}
-	if d := s.cur.Load().drop; d.after401 {
-		// A 401 dropped the token, before or during this round.
+	if d := r.base.drop; d.after401 {
+		// A 401 dropped the token, and so started this round. A 401
+		// during a round started by the early window is not its cause:
+		// servers that revoke the previous access token when a refresh
+		// rotates (fosite, Hydra) answer calls still in flight with it so.
 		next.drop = drop{forced: true, rounds: d.rounds}
 	}
 	r.v, r.changed, r.replaced = next, true, true

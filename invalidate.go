@@ -30,7 +30,10 @@ func (s *TokenSource) Invalidate() {
 // its cause is not the token's age (audience, scope, clock skew), and a
 // refresh per request would not help: the next refresh then waits a
 // back-off (half of 1 s to 1 s, doubling to a minute), and callers get a
-// [*RetryError] that says so meanwhile.
+// [*RetryError] that says so meanwhile. A 401 that comes while the token's
+// own refresh is in flight does not count: servers that revoke an access
+// token when its refresh token rotates (ory/fosite, Ory Hydra) answer
+// requests still in flight with it so.
 func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
 	if rejected == nil {
 		return
@@ -68,7 +71,10 @@ func (s *TokenSource) dropped(e *entry, after401 bool) *entry {
 	if e.tok != nil {
 		v.drop.access = e.tok.AccessToken
 	}
-	if now := s.now(); after401 && e.drop.forced && !e.fail.blocked(now) {
+	// A forced token rejected once its early refresh has started may be
+	// rejected because of that refresh (a server that revokes the
+	// previous access token when it rotates), not in turn.
+	if now := s.now(); after401 && e.drop.forced && !e.started.Load() && !e.fail.blocked(now) {
 		v.drop.rounds++
 		at := retryAt(v.drop.rounds, nil, now, time.Time{}, 0.5+rand.Float64()/2)
 		v.fail = failure{err: &RetryError{Err: errTokenRejected, RetryAt: at}, retryAt: at}

@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -357,6 +360,116 @@ func TestTransportBaseBreaksContract(t *testing.T) {
 				if !b.closed {
 					t.Errorf("body %d of %d was not closed", i+1, len(bodies))
 				}
+			}
+		})
+	}
+}
+
+// TestRevokingServerEarlyRefresh: ory/fosite and Ory Hydra revoke the
+// previous access token when a refresh rotates, so requests in flight with
+// it are answered 401 while the refresh that replaced it is still on its
+// way back. Such a 401 is not a sign that tokens are rejected: round after
+// round, the token the refresh brings is handed out, and no caller gets an
+// error (interop/ found callers getting errTokenRejected from the second
+// round on). The second row starts from a token fetched after a real 401,
+// so that the guard against an API that rejects every token is armed; at
+// the end, a first real 401 still brings a new token, not a back-off.
+func TestRevokingServerEarlyRefresh(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		forcedOnce bool // the first token is replaced after a 401 first
+	}{
+		{name: "early refreshes"},
+		{name: "after a forced refresh", forcedOnce: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock(t0)
+			srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, RevokeReplacedAccess: true})
+			defer srv.Close()
+			// A proxy in front of the token endpoint holds each answer
+			// once armed: the server has rotated (and revoked the access
+			// token before) but the client does not know yet.
+			var armed atomic.Bool
+			rotated, release := make(chan struct{}, 1), make(chan struct{})
+			target, _ := url.Parse(srv.URL)
+			proxy := httputil.NewSingleHostReverseProxy(target)
+			proxy.ModifyResponse = func(*http.Response) error {
+				if armed.Load() {
+					rotated <- struct{}{}
+					<-release
+				}
+				return nil
+			}
+			front := httptest.NewServer(proxy)
+			defer front.Close()
+			conf := srv.Config()
+			conf.Endpoint.TokenURL = front.URL + "/oauth/token"
+			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+				refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0))
+			defer ts.Close()
+			api := func(tok *oauth2.Token) int {
+				req, _ := http.NewRequest(http.MethodGet, srv.APIURL, nil)
+				tok.SetAuthHeader(req)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+
+			tok := mustToken(t, ts)
+			if tt.forcedOnce {
+				srv.RevokeAccessTokens()
+				if got := api(tok); got != http.StatusUnauthorized {
+					t.Fatalf("API with a revoked token: %d, want 401", got)
+				}
+				ts.InvalidateToken(tok)
+				tok = mustToken(t, ts) // fetched because of a 401: forced
+				if got := api(tok); got != http.StatusOK {
+					t.Fatalf("API with the forced token: %d, want 200", got)
+				}
+			}
+			armed.Store(true)
+			for round := range 4 {
+				// Stale (a minute before the real expiry; the Expiry handed
+				// out is earlier): Token starts a refresh.
+				expiry, _ := srv.AccessExpiry(tok.AccessToken)
+				clock.Set(expiry.Add(-time.Minute))
+				if got := mustToken(t, ts); got.AccessToken != tok.AccessToken {
+					t.Fatalf("round %d: a stale token was not served", round)
+				}
+				recv(t, "the rotation", rotated)
+				// A request in flight with the old token, as Transport
+				// makes it.
+				if got := api(tok); got != http.StatusUnauthorized {
+					t.Fatalf("round %d: API with the replaced token: %d, want 401 (the server revokes it)", round, got)
+				}
+				ts.InvalidateToken(tok)
+				release <- struct{}{}
+				next, err := ts.Token()
+				if err != nil {
+					t.Fatalf("round %d: Token() error = %v, want the token the refresh brought", round, err)
+				}
+				if next.AccessToken == tok.AccessToken || api(next) != http.StatusOK {
+					t.Fatalf("round %d: Token() did not hand out the new, valid token", round)
+				}
+				tok = next
+			}
+			// A 401 in flight during an early refresh did not make its
+			// token one fetched because of a 401: a first real 401 for it
+			// is answered with a refresh, not a back-off.
+			armed.Store(false)
+			srv.RevokeAccessTokens()
+			if got := api(tok); got != http.StatusUnauthorized {
+				t.Fatalf("API with a revoked token: %d, want 401", got)
+			}
+			ts.InvalidateToken(tok)
+			if next, err := ts.Token(); err != nil || api(next) != http.StatusOK {
+				t.Fatalf("after a first real 401: Token() error = %v, want a new valid token", err)
+			}
+			if got := srv.Stats(); got.ReuseEvents != 0 {
+				t.Errorf("server stats = %+v, want no reuse", got)
 			}
 		})
 	}

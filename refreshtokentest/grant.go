@@ -109,6 +109,9 @@ func (s *Server) issue(fam *family, scope string, now time.Time, reissue bool) m
 		access, exp = fam.access, prev
 		secs = max(int64(prev.Sub(now)/time.Second), 1)
 	}
+	if s.cfg.RevokeReplacedAccess && fam.access != access {
+		delete(s.access, fam.access)
+	}
 	fam.access = access
 	s.access[access] = exp
 	body := map[string]any{

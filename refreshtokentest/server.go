@@ -76,6 +76,12 @@ type Config struct {
 	// the token endpoint, before it is answered: a test can count requests
 	// there, or block to hold a refresh in flight.
 	OnTokenRequest func(*http.Request)
+	// RevokeReplacedAccess makes every grant revoke the access token the
+	// family had before, as ory/fosite and Ory Hydra do: a request still
+	// in flight with it is answered 401 once the refresh that replaced it
+	// has reached the server. Default false: an access token stays valid
+	// until it expires, as Auth0's do.
+	RevokeReplacedAccess bool
 	// ReuseInterval is Auth0's reuse interval (overlap period): for this
 	// long after a refresh token is rotated, it is accepted once more, as
 	// long as its successor has not been used, and rotation goes on from it.

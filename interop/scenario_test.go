@@ -123,7 +123,7 @@ func testRotationUnderLoad(t *testing.T, srv *server, ld load) {
 	grants := srv.log.refreshes()[before:]
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("%d calls from %d callers in %v, %d refreshes, expires_in %v; %d answers 401 recovered by Transport",
+	t.Logf("%d calls from %d callers in %v, %d refreshes, expires_in %v; the server answered 401 %d times, for Transport to retry",
 		total, ld.callers, elapsed.Round(time.Millisecond), len(grants), lifetimes(grants), counted.n.Load())
 	if len(grants) != made {
 		t.Errorf("the server saw %d refresh requests, the source reported %d new tokens", len(grants), made)

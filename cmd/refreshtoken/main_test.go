@@ -201,7 +201,7 @@ func TestUsageErrors(t *testing.T) {
 		{name: "unknown command", args: []string{"print"}, wantErr: "unknown command"},
 		{name: "unknown flag", args: []string{"token", "-bogus"}, wantErr: "flag provided but not defined"},
 		{name: "refresh token as an argument", args: []string{"token", "rt-abc"}, wantErr: "never given as an argument"},
-		{name: "nothing stored yet", args: []string{"token"}, wantErr: "no refresh token stored"},
+		{name: "nothing stored yet", args: []string{"token"}, wantErr: "no refresh token stored in " + c.state + " yet: run refreshtoken login (with the same -token-url, -client-id, -audience and -profile), or give a refresh token with -refresh-token-file"},
 		{name: "both outputs", args: []string{"token", "-json", "-id-token"}, wantErr: "exclude each other"},
 		{name: "no token URL", args: []string{"token", "-token-url", ""}, wantErr: "no token URL"},
 		{name: "profile is a path", args: []string{"token", "-profile", "../x"}, wantErr: "-profile must be a name"},

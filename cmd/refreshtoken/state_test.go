@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/filestore"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -38,7 +42,7 @@ func TestRejectionRecorded(t *testing.T) {
 	e.srv.Revoke(rt)
 	for i, want := range []string{"the server rejected the refresh token", "rejected the stored refresh token before"} {
 		out, errOut, code := e.run("", "token", "-refresh")
-		if code != 3 || out != "" || !strings.Contains(errOut, want) || !strings.Contains(errOut, "Sign in again") {
+		if code != 3 || out != "" || !strings.Contains(errOut, want) || !strings.Contains(errOut, "Sign in again: run refreshtoken login") || !strings.Contains(errOut, "-refresh-token-file") {
 			t.Errorf("run %d: exit %d, stdout %q, stderr %q; want 3 and %q", i+1, code, out, errOut, want)
 		}
 		oneMessage(t, errOut)
@@ -73,6 +77,53 @@ func TestRejectionByOtherCodesNotRecorded(t *testing.T) {
 	e.mustRun("", "token", "-refresh")
 	if got := e.requests(); got != 3 {
 		t.Errorf("token requests = %d, want 3", got)
+	}
+}
+
+// TestRejectionInEarlyWindowRecorded: a stored token in its early window
+// is refreshed, and if the server rejects the refresh token the stored
+// access token, still valid, is printed (exit 0) with a warning; the
+// rejection is recorded, so the next run sends nothing and exits 3.
+func TestRejectionInEarlyWindowRecorded(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
+	store := filestore.New(e.state)
+	tok, err := store.Load(context.Background())
+	if err != nil || tok == nil {
+		t.Fatalf("Load = %v, %v", tok, err)
+	}
+	// By the wall clock the command reads, the early window opens at most
+	// DefaultEarlyRefresh less DefaultJitter before expiry, and the token
+	// is handed out until 10 s before it: this leaves the run 75 s to
+	// start. No ExpiresIn: the lifetime is unknown, the window unclamped.
+	stale := *tok
+	stale.Expiry = time.Now().Add(refreshtoken.DefaultEarlyRefresh - refreshtoken.DefaultJitter - 5*time.Second)
+	stale.ExpiresIn = 0
+	if err := store.Save(context.Background(), &stale); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Revoke(tok.RefreshToken)
+
+	out, errOut, code := e.run("", "token")
+	if code != 0 || strings.TrimSpace(out) != tok.AccessToken {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and the stored access token", code, out, errOut)
+	}
+	for _, want := range []string{"refreshtoken token: warning: ", "invalid_grant", "session has ended", "refreshtoken login", "-refresh-token-file"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q: want %q", errOut, want)
+		}
+	}
+	noSecret(t, errOut, tok.RefreshToken, tok.AccessToken, "test-secret")
+	if got := e.requests(); got != 2 {
+		t.Errorf("token requests = %d, want 2: the session, and the early refresh", got)
+	}
+
+	_, errOut, code = e.run("", "token")
+	if code != 3 || !strings.Contains(errOut, "rejected the stored refresh token before") || !strings.Contains(errOut, "refreshtoken login") {
+		t.Errorf("next run: exit %d, stderr %q; want 3 and how to sign in", code, errOut)
+	}
+	if got := e.requests(); got != 2 {
+		t.Errorf("token requests = %d, want 2: the rejected refresh token is not sent again", got)
 	}
 }
 

@@ -256,17 +256,11 @@ func grantError(doing string, err error, secrets ...string) error {
 	if !errors.As(err, &re) {
 		return fmt.Errorf("%s: %s", doing, scrub(err.Error(), secrets))
 	}
-	msg := doing + ": the server refused"
+	said := serverSaid(&oauth2.RetrieveError{ErrorCode: scrub(re.ErrorCode, secrets), ErrorDescription: scrub(re.ErrorDescription, secrets)})
 	if re.Response != nil {
-		msg = fmt.Sprintf("%s: the server answered %s", doing, re.Response.Status)
+		return fmt.Errorf("%s: the server answered HTTP %s%s", doing, statusText(re.Response.StatusCode), said)
 	}
-	if re.ErrorCode != "" {
-		msg += fmt.Sprintf(": %q", scrub(re.ErrorCode, secrets))
-	}
-	if re.ErrorDescription != "" {
-		msg += fmt.Sprintf(" (%q)", scrub(re.ErrorDescription, secrets))
-	}
-	return errors.New(msg)
+	return fmt.Errorf("%s: the server refused%s", doing, said)
 }
 
 // scrub replaces the secrets in s, in the forms a server may echo them in.

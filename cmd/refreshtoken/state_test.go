@@ -206,3 +206,37 @@ func TestStateDirCannotBeMade(t *testing.T) {
 		t.Errorf("token requests = %d, want 0", got)
 	}
 }
+
+// TestStateBoundToServer: a stored refresh token is sent only to the
+// server it came from; another token URL, client ID or audience sends
+// nothing, and says how to use another profile.
+func TestStateBoundToServer(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-audience", "api")
+	other := refreshtokentest.NewServer(refreshtokentest.Config{})
+	defer other.Close()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "token URL", args: []string{"-token-url", other.TokenURL, "-audience", "api"}},
+		{name: "client ID", args: []string{"-client-id", "test-client-2", "-audience", "api"}},
+		{name: "audience", args: []string{"-audience", "other-api"}},
+		{name: "no audience", args: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := e.run("", append([]string{"token", "-refresh"}, tt.args...)...)
+			if code != 2 || out != "" || !strings.Contains(errOut, "-profile") || !strings.Contains(errOut, "-refresh-token-file") {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2 and how to use another profile", code, out, errOut)
+			}
+		})
+	}
+	if got := other.Stats().TokenRequests; got != 0 {
+		t.Errorf("the other server got %d requests, want 0", got)
+	}
+	if got := e.srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("the server got %d requests, want 1 (the first run's)", got)
+	}
+	e.mustRun("", "token", "-refresh", "-audience", "api")
+}

@@ -2,13 +2,15 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken/filestore"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -52,17 +54,18 @@ func (e *env) runFrom(stdin io.Reader, args ...string) (string, string, int) {
 // stored returns the refresh token in the state file.
 func (e *env) stored() string {
 	e.t.Helper()
-	var state struct {
-		RefreshToken string `json:"refresh_token"`
+	return storedToken(e.t, e.state).RefreshToken
+}
+
+// storedToken returns the token in the state file at path, read as the
+// command keeps it.
+func storedToken(t *testing.T, path string) *oauth2.Token {
+	t.Helper()
+	tok, err := filestore.New(path).Load(context.Background())
+	if err != nil || tok == nil {
+		t.Fatalf("reading the state %s: %v, %v", path, tok, err)
 	}
-	b, err := os.ReadFile(e.state)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &state); err != nil {
-		e.t.Fatal(err)
-	}
-	return state.RefreshToken
+	return tok
 }
 
 // requests returns the token requests the server has had.

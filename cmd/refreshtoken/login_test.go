@@ -52,21 +52,11 @@ func browse(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// stored reads the state file.
+// stored returns the access and refresh tokens in the state file.
 func (c *cli) stored() (access, refresh string) {
 	c.t.Helper()
-	var st struct {
-		AccessToken  string `json:"access_token"`
-		RefreshToken string `json:"refresh_token"`
-	}
-	b, err := os.ReadFile(c.state)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		c.t.Fatal(err)
-	}
-	return st.AccessToken, st.RefreshToken
+	tok := storedToken(c.t, c.state)
+	return tok.AccessToken, tok.RefreshToken
 }
 
 // checkSession: after a login, token prints the login's access token

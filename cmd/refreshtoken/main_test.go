@@ -134,17 +134,13 @@ func TestRejectedExits3(t *testing.T) {
 	c := newCLI(t, refreshtokentest.Config{})
 	rt := c.srv.NewRefreshToken("")
 	c.mustRun(rt, "token", "-refresh-token-file", "-")
-	var state struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	b, _ := os.ReadFile(c.state)
-	json.Unmarshal(b, &state)
-	c.srv.Revoke(state.RefreshToken)
+	_, stored := c.stored()
+	c.srv.Revoke(stored)
 	out, errOut, code := c.run("", "token", "-refresh")
 	if code != 3 || out != "" || !strings.Contains(errOut, "Sign in again") || !strings.Contains(errOut, "invalid_grant") {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 3 and what to do", code, out, errOut)
 	}
-	for _, secret := range []string{rt, state.RefreshToken, "test-secret"} {
+	for _, secret := range []string{rt, stored, "test-secret"} {
 		if strings.Contains(errOut, secret) {
 			t.Errorf("stderr holds a secret: %q", errOut)
 		}

@@ -87,11 +87,7 @@ func TestRejectionByOtherCodesNotRecorded(t *testing.T) {
 func TestRejectionInEarlyWindowRecorded(t *testing.T) {
 	e := newEnv(t, refreshtokentest.Config{})
 	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
-	store := filestore.New(e.state)
-	tok, err := store.Load(context.Background())
-	if err != nil || tok == nil {
-		t.Fatalf("Load = %v, %v", tok, err)
-	}
+	tok := storedToken(t, e.state)
 	// By the wall clock the command reads, the early window opens at most
 	// DefaultEarlyRefresh less DefaultJitter before expiry, and the token
 	// is handed out until 10 s before it: this leaves the run 75 s to
@@ -99,7 +95,7 @@ func TestRejectionInEarlyWindowRecorded(t *testing.T) {
 	stale := *tok
 	stale.Expiry = time.Now().Add(refreshtoken.DefaultEarlyRefresh - refreshtoken.DefaultJitter - 5*time.Second)
 	stale.ExpiresIn = 0
-	if err := store.Save(context.Background(), &stale); err != nil {
+	if err := filestore.New(e.state).Save(context.Background(), &stale); err != nil {
 		t.Fatal(err)
 	}
 	e.srv.Revoke(tok.RefreshToken)

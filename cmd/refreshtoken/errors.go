@@ -16,9 +16,9 @@ import (
 )
 
 // The commands' messages, for a person at a shell: what happened, then
-// what to do, under one prefix, "refreshtoken <command>: ". The library's errors hold no secret,
-// but are written for a program (they name its API); they are explained
-// here, with the server's own words quoted.
+// what to do, under one prefix, "refreshtoken <command>: ". The library's
+// errors hold no secret, but are written for a program (they name its
+// API); they are explained here, with the server's own words quoted.
 
 // usageError is a mistake in how the command was called: exit 2. An empty
 // message has been printed already (by the flag package).

@@ -15,10 +15,10 @@ import (
 	"github.com/tokenfresh/refreshtoken"
 )
 
-// The token command's messages, for a person at a shell: what happened,
-// then what to do, under one prefix. The library's errors hold no secret,
-// but are written for a program (they name its API); they are explained
-// here, with the server's own words quoted.
+// The commands' messages, for a person at a shell: what happened, then
+// what to do, under one prefix, "refreshtoken <command>: ". The library's
+// errors hold no secret, but are written for a program (they name its
+// API); they are explained here, with the server's own words quoted.
 
 // usageError is a mistake in how the command was called: exit 2. An empty
 // message has been printed already (by the flag package).
@@ -26,13 +26,16 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const signInAgain = "Sign in again, then give the new refresh token with -refresh-token-file (a file, or - for standard input)."
+// signIn says how to get a new session into the state.
+const signIn = "run refreshtoken login (with the same -token-url, -client-id, -audience and -profile), or give a refresh token with -refresh-token-file (a file, or - for standard input)"
 
-// report prints err for the token command and returns the exit status.
-func report(stderr io.Writer, err error) int {
+const signInAgain = "Sign in again: " + signIn + "."
+
+// report prints err for the command cmd and returns the exit status.
+func report(stderr io.Writer, cmd string, err error) int {
 	msg, code := explain(err)
 	if msg != "" {
-		fmt.Fprintf(stderr, "refreshtoken token: %s\n", msg)
+		fmt.Fprintf(stderr, "refreshtoken %s: %s\n", cmd, msg)
 	}
 	return code
 }
@@ -49,9 +52,9 @@ func explain(err error) (string, int) {
 	case errors.As(err, &usage):
 		return usage.msg, exitUsage
 	case errors.As(err, &mismatch), errors.Is(err, errUnbound):
-		return fmt.Sprintf("%v; nothing was sent.\nUse another profile for this server (-profile NAME), or replace the stored token with a new one (-refresh-token-file).", err), exitUsage
+		return fmt.Sprintf("%v; nothing was sent.\nUse another profile for this server (-profile NAME), or replace the stored session: sign in with refreshtoken login -replace, or give a refresh token with -refresh-token-file.", err), exitUsage
 	case errors.Is(err, errNoToken):
-		return fmt.Sprintf("%v yet: give one with -refresh-token-file (a file, or - for standard input)", err), exitUsage
+		return fmt.Sprintf("%v yet: %s", err, signIn), exitUsage
 	case errors.Is(err, errRejected):
 		return "the server rejected the stored refresh token before; nothing was sent.\n" + signInAgain, exitReauth
 	case errors.As(err, &dir):
@@ -59,7 +62,7 @@ func explain(err error) (string, int) {
 	case errors.Is(err, refreshtoken.ErrRefreshRejected):
 		return rejection(err)
 	case errors.Is(err, refreshtoken.ErrNotSaved):
-		return fmt.Sprintf("the server issued a new refresh token, but it could not be saved (%v), and the stored one is no longer valid.\nFix the state file, then sign in again.", cause(err)), exitError
+		return fmt.Sprintf("the server issued a new refresh token, but it could not be saved (%v), and the stored one is no longer valid.\nFix the state file, then sign in again: %s.", cause(err), signIn), exitError
 	case errors.As(err, &gaveUp):
 		return failure(gaveUp), exitError
 	}
@@ -100,6 +103,19 @@ func rejection(err error) (string, int) {
 		return "the server denied access" + said + ": the user or the client may be blocked, or a rule of the server denied it. The stored refresh token is kept.", exitError
 	}
 	return "the server refused the refresh" + said + ". The stored refresh token is kept.", exitError
+}
+
+// sessionEnded explains that the server rejected the refresh token
+// (err) while the access token printed, valid until expiry, was still
+// valid.
+func sessionEnded(err error, expiry time.Time) string {
+	var re *oauth2.RetrieveError
+	said := ""
+	if errors.As(err, &re) {
+		said = serverSaid(re)
+	}
+	return fmt.Sprintf("the server rejected the refresh token%s: the session has ended. The access token printed is valid until %s, but the next run will need a new session. Sign in again: %s.",
+		said, expiry.Local().Format(time.RFC1123), signIn)
 }
 
 // failure explains a failure that may pass, after the last attempt.

@@ -30,6 +30,10 @@ type fetch struct {
 	st      *state
 	force   bool // refresh even if the stored token is valid
 	timeout time.Duration
+	// ended reports, after token, that the server rejected the refresh
+	// token while the token returned was still valid: the session has
+	// ended, and the rejection is recorded.
+	ended error
 }
 
 // token tries up to maxAttempts times within the timeout. A failure is
@@ -40,16 +44,16 @@ func (f *fetch) token() (*oauth2.Token, error) {
 	deadline := time.Now().Add(f.timeout)
 	pause := f.timeout / 20
 	for n := 1; ; n++ {
-		tok, err := f.attempt(time.Until(deadline))
+		tok, failed, err := f.attempt(time.Until(deadline))
 		if err == nil {
+			if refreshTokenRejected(failed) {
+				f.recordRejection()
+				f.ended = failed
+			}
 			return f.asStored(tok), nil
 		}
-		if errors.Is(err, refreshtoken.ErrRefreshRejected) && rejectCode(err) == "invalid_grant" {
-			if stored, lerr := f.st.Stored(); lerr == nil && stored != nil {
-				// The lock is held: the stored refresh token is the one
-				// sent. Not recording it only costs a request next time.
-				f.st.RecordRejection(stored.RefreshToken)
-			}
+		if refreshTokenRejected(err) {
+			f.recordRejection()
 			return nil, err
 		}
 		asked, ok := retryable(err, time.Now())
@@ -66,11 +70,29 @@ func (f *fetch) token() (*oauth2.Token, error) {
 	}
 }
 
+// recordRejection records that the server rejected the stored refresh
+// token for good. The lock is held: the stored refresh token is the one
+// sent. Not recording it only costs a request next time.
+func (f *fetch) recordRejection() {
+	if stored, err := f.st.Stored(); err == nil && stored != nil {
+		f.st.RecordRejection(stored.RefreshToken)
+	}
+}
+
+// refreshTokenRejected reports whether err is the server's rejection of
+// the refresh token itself (invalid_grant); the other rejections are
+// about the client or the request.
+func refreshTokenRejected(err error) bool {
+	return errors.Is(err, refreshtoken.ErrRefreshRejected) && rejectCode(err) == "invalid_grant"
+}
+
 // attempt runs one refresh, if one is needed, with a source of its own:
 // one source makes no request before the back-off it computes, which the
 // command replaces with its own within the deadline. The state's lock is
 // held, so no other invocation sends the same refresh token meanwhile.
-func (f *fetch) attempt(timeout time.Duration) (*oauth2.Token, error) {
+// failed is the error of a refresh that failed while the stored token,
+// still valid, was returned.
+func (f *fetch) attempt(timeout time.Duration) (tok *oauth2.Token, failed, err error) {
 	var fetched atomic.Bool
 	opts := slices.Concat(f.opts, []refreshtoken.Option{
 		refreshtoken.WithStore(f.st.store),
@@ -81,7 +103,7 @@ func (f *fetch) attempt(timeout time.Duration) (*oauth2.Token, error) {
 		}),
 	})
 	ts := refreshtoken.New(context.Background(), f.conf, &oauth2.Token{}, opts...)
-	tok, err := ts.Token()
+	tok, err = ts.Token()
 	if err == nil && f.force && !fetched.Load() {
 		ts.InvalidateToken(tok)
 		tok, err = ts.Token()
@@ -95,13 +117,20 @@ func (f *fetch) attempt(timeout time.Duration) (*oauth2.Token, error) {
 			tok, err = ts.Token()
 		}
 	}
+	// A stored token in its early window is refreshed by the first
+	// Token, as the source starts empty; if that refresh fails, Token
+	// still returns the stored token, and only Err tells. It is read
+	// before Close, which empties the source.
+	if err == nil {
+		failed = ts.Err()
+	}
 	// Close waits for a refresh started in the background, so that the
 	// token it brings is saved before the process exits, and saves once
 	// more a token whose Save failed.
 	if cerr := ts.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
-	return tok, err
+	return tok, failed, err
 }
 
 // asStored returns the token as stored, with its real expiry and its ID

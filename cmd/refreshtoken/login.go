@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -20,19 +18,11 @@ import (
 
 // loginConfig is what the login command was told.
 type loginConfig struct {
-	tokenURL, authURL, deviceAuthURL string
-	clientID, audience, scopes       string
-	secretFile, state, profile       string
-	device, noBrowser, replace       bool
-	basicAuth                        bool
-	redirectPort                     int
-	timeout                          time.Duration
+	common
+	authURL, deviceAuthURL     string
+	device, noBrowser, replace bool
+	redirectPort               int
 }
-
-// loginUsageError is a mistake in what login was told: exit status 2.
-type loginUsageError struct{ msg string }
-
-func (e *loginUsageError) Error() string { return e.msg }
 
 // login signs the user in, in a browser (the authorization code grant
 // with PKCE, redirected to a listener on the loopback interface) or with
@@ -47,16 +37,8 @@ func login(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 	if err == nil {
 		err = c.run(stdout, stderr, getenv)
 	}
-	var ue *loginUsageError
-	switch {
-	case errors.As(err, &ue):
-		if ue.msg != "" {
-			fmt.Fprintf(stderr, "refreshtoken login: %s\n", ue.msg)
-		}
-		return exitUsage
-	case err != nil:
-		fmt.Fprintf(stderr, "refreshtoken login: %v\n", err)
-		return exitError
+	if err != nil {
+		return report(stderr, "login", err)
 	}
 	return 0
 }
@@ -65,40 +47,19 @@ func login(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 func (c *loginConfig) parse(args []string, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("refreshtoken login", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.tokenURL, "token-url", getenv("REFRESHTOKEN_TOKEN_URL"), "token endpoint, such as https://YOUR_DOMAIN/oauth/token (env REFRESHTOKEN_TOKEN_URL)")
+	c.register(fs, getenv, "to ask for; offline_access is added")
 	fs.StringVar(&c.authURL, "auth-url", "", "authorization endpoint (default: the token URL's .../oauth/token made .../authorize, as on Auth0)")
 	fs.StringVar(&c.deviceAuthURL, "device-auth-url", "", "device authorization endpoint, for -device (default: the token URL's .../oauth/token made .../oauth/device/code, as on Auth0)")
-	fs.StringVar(&c.clientID, "client-id", getenv("REFRESHTOKEN_CLIENT_ID"), "client ID (env REFRESHTOKEN_CLIENT_ID)")
-	fs.StringVar(&c.secretFile, "client-secret-file", "", "file holding the client secret; default env REFRESHTOKEN_CLIENT_SECRET; none for a public client")
-	fs.StringVar(&c.audience, "audience", getenv("REFRESHTOKEN_AUDIENCE"), "Auth0 audience (env REFRESHTOKEN_AUDIENCE)")
-	fs.StringVar(&c.scopes, "scopes", getenv("REFRESHTOKEN_SCOPES"), "space-separated scopes to ask for; offline_access is added (env REFRESHTOKEN_SCOPES)")
-	fs.StringVar(&c.profile, "profile", "default", "name of the state under the user's configuration directory: one per server")
-	fs.StringVar(&c.state, "state", "", "state file (default <config dir>/refreshtoken/<profile>.json)")
 	fs.BoolVar(&c.device, "device", false, "sign in with the device flow: a code to enter on another device's browser")
 	fs.BoolVar(&c.noBrowser, "no-browser", false, "do not open a browser; only print the URL")
 	fs.IntVar(&c.redirectPort, "redirect-port", 0, "loopback port for the browser's redirect, for a server that needs it registered (default any free port)")
 	fs.BoolVar(&c.replace, "replace", false, "replace a session of another server stored in the state")
-	fs.BoolVar(&c.basicAuth, "basic-auth", false, "send the client secret with HTTP Basic instead of in the body")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "how long to wait for the sign-in")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &loginUsageError{} // the flag package has said why
+	if err := c.common.parse(fs, args); err != nil {
+		return err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return &loginUsageError{"unexpected argument (not shown)"}
-	case c.tokenURL == "":
-		return &loginUsageError{"no token URL: set -token-url or REFRESHTOKEN_TOKEN_URL"}
-	case c.clientID == "":
-		return &loginUsageError{"no client ID: set -client-id or REFRESHTOKEN_CLIENT_ID"}
-	case c.timeout <= 0:
-		return &loginUsageError{"-timeout must be positive"}
-	case c.redirectPort < 0 || c.redirectPort > 65535:
-		return &loginUsageError{"-redirect-port must be a port number"}
-	case c.state == "" && (c.profile == "" || c.profile[0] == '.' || strings.ContainsAny(c.profile, `/\`)):
-		return &loginUsageError{"-profile must be a name, not a path"}
+	if c.redirectPort < 0 || c.redirectPort > 65535 {
+		return &usageError{"-redirect-port must be a port number"}
 	}
 	// The Auth0 layout: https://DOMAIN/oauth/token, /authorize and
 	// /oauth/device/code.
@@ -110,43 +71,21 @@ func (c *loginConfig) parse(args []string, stderr io.Writer, getenv func(string)
 			c.deviceAuthURL = base + "/oauth/device/code"
 		}
 	}
-	flowFlag, flowURL := "-auth-url", c.authURL
+	set, e, s := "-auth-url", authURL, c.authURL
 	if c.device {
-		flowFlag, flowURL = "-device-auth-url", c.deviceAuthURL
+		set, e, s = "-device-auth-url", deviceAuthURL, c.deviceAuthURL
 	}
-	if err := checkEndpoint("-token-url", c.tokenURL); err != nil {
-		return err
-	}
-	return checkEndpoint(flowFlag, flowURL)
-}
-
-// checkEndpoint refuses an endpoint that is not https, or http to this
-// machine: the requests carry the code, the client secret and the tokens.
-func checkEndpoint(flag, s string) error {
 	if s == "" {
-		return &loginUsageError{fmt.Sprintf("no %s, and the token URL does not end in /oauth/token to derive it from: set %s", flag[1:], flag)}
+		return &usageError{fmt.Sprintf("%s is not set, and the token URL does not end in /oauth/token to derive it from: set %s", e.name, set)}
 	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return &loginUsageError{fmt.Sprintf("%s is not an absolute URL without user info (not shown)", flag)}
-	}
-	h := u.Hostname()
-	local := h == "localhost" || h == "127.0.0.1" || h == "::1"
-	if u.Scheme != "https" && !(u.Scheme == "http" && local) {
-		return &loginUsageError{fmt.Sprintf("%s must use https (plain http only to localhost, for testing)", flag)}
-	}
-	return nil
+	return checkURL(e, s)
 }
 
 // run signs in and saves the session.
 func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) error {
-	secret := getenv("REFRESHTOKEN_CLIENT_SECRET")
-	if c.secretFile != "" {
-		b, err := os.ReadFile(c.secretFile)
-		if err != nil {
-			return fmt.Errorf("reading the client secret: %w", err)
-		}
-		secret = strings.TrimSpace(string(b))
+	secret, err := c.secret(getenv)
+	if err != nil {
+		return err
 	}
 	scopes := strings.Fields(c.scopes)
 	if !slices.Contains(scopes, "offline_access") {
@@ -155,14 +94,10 @@ func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) 
 		scopes = append(scopes, "offline_access")
 		fmt.Fprintln(stderr, "refreshtoken login: asking for the scope offline_access too, without which the server issues no refresh token")
 	}
-	if c.state == "" {
-		dir, err := os.UserConfigDir()
-		if err != nil {
-			return fmt.Errorf("no configuration directory (%v): set -state", err)
-		}
-		c.state = filepath.Join(dir, "refreshtoken", c.profile+".json")
+	if c.state, err = statePath(c.state, c.profile); err != nil {
+		return err
 	}
-	b := binding{TokenURL: c.tokenURL, ClientID: c.clientID, Audience: c.audience}
+	b := c.binding()
 	// Checked now, so that nobody signs in for a session that cannot be
 	// kept, and again when saving: the lock is not held meanwhile, since
 	// the token command would wait for it as long as the person takes.
@@ -170,11 +105,8 @@ func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) 
 		return err
 	}
 
-	conf := &oauth2.Config{ClientID: c.clientID, ClientSecret: secret, Scopes: scopes,
-		Endpoint: oauth2.Endpoint{TokenURL: c.tokenURL, AuthURL: c.authURL, DeviceAuthURL: c.deviceAuthURL, AuthStyle: oauth2.AuthStyleInParams}}
-	if c.basicAuth {
-		conf.Endpoint.AuthStyle = oauth2.AuthStyleInHeader
-	}
+	conf := c.oauthConfig(secret, scopes)
+	conf.Endpoint.AuthURL, conf.Endpoint.DeviceAuthURL = c.authURL, c.deviceAuthURL
 	var params []oauth2.AuthCodeOption
 	if c.audience != "" {
 		params = append(params, oauth2.SetAuthURLParam("audience", c.audience))
@@ -182,7 +114,6 @@ func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) 
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	var tok *oauth2.Token
-	var err error
 	if c.device {
 		tok, err = c.deviceFlow(ctx, conf, params, stderr)
 	} else {
@@ -218,7 +149,7 @@ func (c *loginConfig) saveLogin(b binding, tok *oauth2.Token) error {
 	case err == nil, errors.Is(err, errNoToken), errors.Is(err, errRejected):
 	case (errors.As(err, &me) || errors.Is(err, errUnbound)) && c.replace:
 	case errors.As(err, &me) || errors.Is(err, errUnbound):
-		return &loginUsageError{fmt.Sprintf("%v: nothing was stored.\nSign in under another profile (-profile NAME) for this server, or replace that session with -replace", err)}
+		return &usageError{fmt.Sprintf("%v: nothing was stored.\nSign in under another profile (-profile NAME) for this server, or replace that session with -replace", err)}
 	default:
 		return err
 	}
@@ -325,17 +256,11 @@ func grantError(doing string, err error, secrets ...string) error {
 	if !errors.As(err, &re) {
 		return fmt.Errorf("%s: %s", doing, scrub(err.Error(), secrets))
 	}
-	msg := doing + ": the server refused"
+	said := serverSaid(&oauth2.RetrieveError{ErrorCode: scrub(re.ErrorCode, secrets), ErrorDescription: scrub(re.ErrorDescription, secrets)})
 	if re.Response != nil {
-		msg = fmt.Sprintf("%s: the server answered %s", doing, re.Response.Status)
+		return fmt.Errorf("%s: the server answered HTTP %s%s", doing, statusText(re.Response.StatusCode), said)
 	}
-	if re.ErrorCode != "" {
-		msg += fmt.Sprintf(": %q", scrub(re.ErrorCode, secrets))
-	}
-	if re.ErrorDescription != "" {
-		msg += fmt.Sprintf(" (%q)", scrub(re.ErrorDescription, secrets))
-	}
-	return errors.New(msg)
+	return fmt.Errorf("%s: the server refused%s", doing, said)
 }
 
 // scrub replaces the secrets in s, in the forms a server may echo them in.

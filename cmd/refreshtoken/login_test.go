@@ -52,21 +52,11 @@ func browse(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// stored reads the state file.
+// stored returns the access and refresh tokens in the state file.
 func (c *cli) stored() (access, refresh string) {
 	c.t.Helper()
-	var st struct {
-		AccessToken  string `json:"access_token"`
-		RefreshToken string `json:"refresh_token"`
-	}
-	b, err := os.ReadFile(c.state)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		c.t.Fatal(err)
-	}
-	return st.AccessToken, st.RefreshToken
+	tok := storedToken(c.t, c.state)
+	return tok.AccessToken, tok.RefreshToken
 }
 
 // checkSession: after a login, token prints the login's access token
@@ -288,6 +278,10 @@ func TestLoginUsage(t *testing.T) {
 		{name: "no device URL", args: []string{"-device", "-token-url", "https://login.example/token", "-auth-url", "https://login.example/auth"}, wantErr: "set -device-auth-url"},
 		{name: "an argument", args: []string{"rt-abc"}, wantErr: "unexpected argument"},
 		{name: "a path as profile", args: []string{"-profile", "../x"}, wantErr: "-profile"},
+		{name: "token URL with a password", args: []string{"-token-url", "https://u:pasted-secret@login.example/oauth/token"}, wantErr: "the token URL (-token-url or REFRESHTOKEN_TOKEN_URL) holds a user name or password"},
+		{name: "auth URL with a fragment", args: []string{"-auth-url", "https://login.example/authorize#x"}, wantErr: "the authorization URL (-auth-url) has a #fragment"},
+		{name: "device URL with a control character", args: []string{"-device", "-device-auth-url", "https://login.example/device\nrt-pasted-secret"}, wantErr: "the device authorization URL (-device-auth-url) is not an absolute URL"},
+		{name: "timeout not positive", args: []string{"-timeout", "0s"}, wantErr: "-timeout must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,6 +292,9 @@ func TestLoginUsage(t *testing.T) {
 			p := start(t, c.loginEnv(), false, args...)
 			if code := p.wait(); code != 2 || !strings.Contains(p.out(), tt.wantErr) {
 				t.Errorf("exit %d, output %q; want 2 and %q", code, p.out(), tt.wantErr)
+			}
+			if !strings.HasPrefix(p.out(), "refreshtoken login: ") || strings.Contains(p.out(), "pasted-secret") {
+				t.Errorf("output %q: want one message, prefixed refreshtoken login:, without the URL", p.out())
 			}
 		})
 	}

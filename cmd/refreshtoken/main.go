@@ -18,8 +18,10 @@
 //
 // Configuration comes from flags or the environment: REFRESHTOKEN_TOKEN_URL,
 // REFRESHTOKEN_CLIENT_ID, REFRESHTOKEN_CLIENT_SECRET, REFRESHTOKEN_AUDIENCE,
-// REFRESHTOKEN_SCOPES. The token URL must use https; plain http is accepted
-// only to a loopback host (localhost, 127.0.0.1, ::1), for testing.
+// REFRESHTOKEN_SCOPES; login and token share them, and the state they
+// name. The token URL (and login's authorization URLs) must use https;
+// plain http is accepted only to a loopback host (localhost, 127.0.0.1,
+// ::1), for testing.
 //
 // The first refresh token is read from a file, or from standard input
 // with -refresh-token-file -, never from a flag or an argument, which
@@ -54,7 +56,9 @@
 // replaces the stored one. A refresh token the server rejected
 // (invalid_grant) is recorded, by a fingerprint (the first 8 hex digits of
 // its SHA-256), and not sent again: later calls exit 3 at once, until a
-// new refresh token is given.
+// new session is stored. A rejection met while refreshing a token that is
+// still valid, in its last minutes, is recorded too: that token is
+// printed, with a warning that the session has ended.
 //
 // Invocations that share a state file run one at a time (a lock file
 // beside it, NAME.json.lock, on Unix), so that two of them never refresh
@@ -75,7 +79,8 @@
 //	2  a usage error: flags, arguments, the refresh token given, no
 //	   refresh token stored yet, or a state that belongs to another server
 //	3  the refresh token was rejected (invalid_grant), now or before: sign
-//	   in again and give the new refresh token with -refresh-token-file
+//	   in again with login (the same -token-url, -client-id, -audience and
+//	   -profile), or give a new refresh token with -refresh-token-file
 package main
 
 import (

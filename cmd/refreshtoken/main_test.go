@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -136,17 +134,13 @@ func TestRejectedExits3(t *testing.T) {
 	c := newCLI(t, refreshtokentest.Config{})
 	rt := c.srv.NewRefreshToken("")
 	c.mustRun(rt, "token", "-refresh-token-file", "-")
-	var state struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	b, _ := os.ReadFile(c.state)
-	json.Unmarshal(b, &state)
-	c.srv.Revoke(state.RefreshToken)
+	_, stored := c.stored()
+	c.srv.Revoke(stored)
 	out, errOut, code := c.run("", "token", "-refresh")
 	if code != 3 || out != "" || !strings.Contains(errOut, "Sign in again") || !strings.Contains(errOut, "invalid_grant") {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 3 and what to do", code, out, errOut)
 	}
-	for _, secret := range []string{rt, state.RefreshToken, "test-secret"} {
+	for _, secret := range []string{rt, stored, "test-secret"} {
 		if strings.Contains(errOut, secret) {
 			t.Errorf("stderr holds a secret: %q", errOut)
 		}
@@ -187,36 +181,6 @@ func TestOutputs(t *testing.T) {
 	}
 	if got := c.srv.Stats().TokenRequests; got != 1 {
 		t.Errorf("token requests = %d, want 1", got)
-	}
-}
-
-func TestUsageErrors(t *testing.T) {
-	c := newCLI(t, refreshtokentest.Config{})
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string
-	}{
-		{name: "no command", args: nil, wantErr: "usage"},
-		{name: "unknown command", args: []string{"print"}, wantErr: "unknown command"},
-		{name: "unknown flag", args: []string{"token", "-bogus"}, wantErr: "flag provided but not defined"},
-		{name: "refresh token as an argument", args: []string{"token", "rt-abc"}, wantErr: "never given as an argument"},
-		{name: "nothing stored yet", args: []string{"token"}, wantErr: "no refresh token stored"},
-		{name: "both outputs", args: []string{"token", "-json", "-id-token"}, wantErr: "exclude each other"},
-		{name: "no token URL", args: []string{"token", "-token-url", ""}, wantErr: "no token URL"},
-		{name: "profile is a path", args: []string{"token", "-profile", "../x"}, wantErr: "-profile must be a name"},
-		{name: "timeout not positive", args: []string{"token", "-timeout", "0s"}, wantErr: "-timeout must be positive"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, errOut, code := c.run("", tt.args...)
-			if code != 2 || !strings.Contains(errOut, tt.wantErr) {
-				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut, tt.wantErr)
-			}
-		})
-	}
-	if got := c.srv.Stats().TokenRequests; got != 0 {
-		t.Errorf("token requests = %d, want 0", got)
 	}
 }
 
@@ -265,214 +229,5 @@ func TestConcurrentInvocations(t *testing.T) {
 	}
 	if got := c.srv.Stats(); got.ReuseEvents != 0 || got.Refreshes != n+1 {
 		t.Errorf("server stats = %+v, want %d refreshes and no reuse", got, n+1)
-	}
-}
-
-// env is the environment of an in-process run: srv's client, state in dir.
-type env struct {
-	t     *testing.T
-	srv   *refreshtokentest.Server
-	dir   string
-	state string
-	vars  map[string]string
-}
-
-func newEnv(t *testing.T, cfg refreshtokentest.Config) *env {
-	srv := refreshtokentest.NewServer(cfg)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	return &env{t: t, srv: srv, dir: dir, state: filepath.Join(dir, "state.json"), vars: map[string]string{
-		"REFRESHTOKEN_TOKEN_URL":     srv.TokenURL,
-		"REFRESHTOKEN_CLIENT_ID":     "test-client",
-		"REFRESHTOKEN_CLIENT_SECRET": "test-secret",
-	}}
-}
-
-// run calls run in this process, with -state after "token"; it returns
-// stdout, stderr and the exit status.
-func (e *env) run(stdin string, args ...string) (string, string, int) {
-	e.t.Helper()
-	return e.runFrom(strings.NewReader(stdin), args...)
-}
-
-func (e *env) runFrom(stdin io.Reader, args ...string) (string, string, int) {
-	e.t.Helper()
-	if len(args) > 0 && args[0] == "token" {
-		args = append([]string{"token", "-state", e.state}, args[1:]...)
-	}
-	var stdout, stderr bytes.Buffer
-	code := run(args, stdin, &stdout, &stderr, func(k string) string { return e.vars[k] })
-	return stdout.String(), stderr.String(), code
-}
-
-// stored returns the refresh token in the state file.
-func (e *env) stored() string {
-	e.t.Helper()
-	var state struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	b, err := os.ReadFile(e.state)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &state); err != nil {
-		e.t.Fatal(err)
-	}
-	return state.RefreshToken
-}
-
-// requests returns the token requests the server has had.
-func (e *env) requests() int { return e.srv.Stats().TokenRequests }
-
-// noSecret fails the test if any of secrets shows in output.
-func noSecret(t *testing.T, output string, secrets ...string) {
-	t.Helper()
-	for _, s := range secrets {
-		if s != "" && strings.Contains(output, s) {
-			t.Errorf("output shows a secret (%.6s...): %q", s, output)
-		}
-	}
-}
-
-// oneMessage fails the test unless errOut is the token command's message,
-// with one prefix and none of the library's words for programs.
-func oneMessage(t *testing.T, errOut string) {
-	t.Helper()
-	if !strings.HasPrefix(errOut, "refreshtoken token: ") {
-		t.Errorf("stderr %q: want one prefix, refreshtoken token:", errOut)
-	}
-	for _, w := range []string{"refreshtoken: ", "filestore: ", "SetToken", "WithAllowHTTP", "next attempt not before", "TokenSource"} {
-		if strings.Contains(errOut, w) {
-			t.Errorf("stderr %q holds %q, meant for a program", errOut, w)
-		}
-	}
-}
-
-// mustRun runs and fails the test unless the run exits 0.
-func (e *env) mustRun(stdin string, args ...string) string {
-	e.t.Helper()
-	out, errOut, code := e.run(stdin, args...)
-	if code != 0 {
-		e.t.Fatalf("refreshtoken %s: exit %d: %s", strings.Join(args, " "), code, errOut)
-	}
-	return strings.TrimSpace(out)
-}
-
-// TestStateBoundToServer: a stored refresh token is sent only to the
-// server it came from; another token URL, client ID or audience sends
-// nothing, and says how to use another profile.
-func TestStateBoundToServer(t *testing.T) {
-	e := newEnv(t, refreshtokentest.Config{})
-	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-audience", "api")
-	other := refreshtokentest.NewServer(refreshtokentest.Config{})
-	defer other.Close()
-	tests := []struct {
-		name string
-		args []string
-	}{
-		{name: "token URL", args: []string{"-token-url", other.TokenURL, "-audience", "api"}},
-		{name: "client ID", args: []string{"-client-id", "test-client-2", "-audience", "api"}},
-		{name: "audience", args: []string{"-audience", "other-api"}},
-		{name: "no audience", args: nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			out, errOut, code := e.run("", append([]string{"token", "-refresh"}, tt.args...)...)
-			if code != 2 || out != "" || !strings.Contains(errOut, "-profile") || !strings.Contains(errOut, "-refresh-token-file") {
-				t.Errorf("exit %d, stdout %q, stderr %q; want 2 and how to use another profile", code, out, errOut)
-			}
-		})
-	}
-	if got := other.Stats().TokenRequests; got != 0 {
-		t.Errorf("the other server got %d requests, want 0", got)
-	}
-	if got := e.srv.Stats().TokenRequests; got != 1 {
-		t.Errorf("the server got %d requests, want 1 (the first run's)", got)
-	}
-	e.mustRun("", "token", "-refresh", "-audience", "api")
-}
-
-// TestArgumentNotEchoed: an argument may be a pasted refresh token: it is
-// shown nowhere, and the message says how to give a refresh token.
-func TestArgumentNotEchoed(t *testing.T) {
-	e := newEnv(t, refreshtokentest.Config{})
-	const secret = "v1.MSecretRefreshToken0123"
-	for _, args := range [][]string{
-		{"token", secret},
-		{"token", "-json", secret},
-		{"token", "-refresh-token-file", "-", secret},
-		{secret},
-		{"Token-" + secret},
-	} {
-		out, errOut, code := e.run("", args...)
-		if code != 2 || !strings.Contains(errOut, "not shown: it may be a secret") {
-			t.Errorf("%d args: exit %d, stderr %q; want 2 and not shown", len(args), code, errOut)
-		}
-		noSecret(t, out+errOut, secret)
-		if args[0] == "token" && !strings.Contains(errOut, "-refresh-token-file -") {
-			t.Errorf("stderr %q does not say how to give a refresh token", errOut)
-		}
-	}
-	// A mistyped command is shown, to be corrected.
-	if _, errOut, code := e.run("", "tokne"); code != 2 || !strings.Contains(errOut, `unknown command "tokne"`) {
-		t.Errorf("exit %d, stderr %q; want the mistyped command shown", code, errOut)
-	}
-	if got := e.requests(); got != 0 {
-		t.Errorf("token requests = %d, want 0", got)
-	}
-}
-
-// TestInvalidTokenURL: a token URL that is not an absolute https URL (or
-// http to a loopback host) is a usage error; nothing is sent, and the URL,
-// which may hold a pasted secret, is not shown.
-func TestInvalidTokenURL(t *testing.T) {
-	e := newEnv(t, refreshtokentest.Config{})
-	host := strings.TrimPrefix(e.srv.URL, "http://")
-	tests := []struct {
-		name, url, wantErr string
-	}{
-		{name: "relative", url: "oauth/token", wantErr: "not an absolute URL"},
-		{name: "no scheme", url: host + "/oauth/token", wantErr: "not an absolute URL"},
-		{name: "other scheme", url: "ftp://" + host + "/oauth/token", wantErr: "not an absolute URL"},
-		{name: "no host", url: "https:///oauth/token", wantErr: "not an absolute URL"},
-		{name: "trailing space", url: e.srv.TokenURL + " ", wantErr: "holds a space or a control character"},
-		{name: "space inside", url: "http://" + host + "/oauth/ token", wantErr: "holds a space"},
-		{name: "newline", url: e.srv.TokenURL + "\nrt-pasted-secret", wantErr: "control character"},
-		{name: "bad escape", url: e.srv.TokenURL + "%zz", wantErr: "does not parse"},
-		{name: "password", url: "http://user:pasted-secret@" + host + "/oauth/token", wantErr: "holds a user name or password"},
-		{name: "fragment", url: e.srv.TokenURL + "#x", wantErr: "#fragment"},
-		{name: "plain http to another host", url: "http://auth.example.com/oauth/token", wantErr: "must use https"},
-		{name: "plain http to a name that resolves to loopback", url: "http://127.0.0.1.nip.io/oauth/token", wantErr: "must use https"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			out, errOut, code := e.run(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-token-url", tt.url)
-			if code != 2 || !strings.Contains(errOut, tt.wantErr) {
-				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut, tt.wantErr)
-			}
-			oneMessage(t, errOut)
-			noSecret(t, out+errOut, "pasted-secret", "/oauth/ token")
-		})
-	}
-	if got := e.requests(); got != 0 {
-		t.Errorf("token requests = %d, want 0", got)
-	}
-	// http to localhost is accepted, for testing.
-	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-token-url", "http://localhost:"+e.srv.URL[strings.LastIndex(e.srv.URL, ":")+1:]+"/oauth/token")
-}
-
-// TestVersion: refreshtoken version prints the module version, "(devel)"
-// from a checkout, and the Go version.
-func TestVersion(t *testing.T) {
-	e := newEnv(t, refreshtokentest.Config{})
-	if out := e.mustRun("", "version"); !strings.HasPrefix(out, "refreshtoken ") || !strings.HasSuffix(out, " "+runtime.Version()) {
-		t.Errorf("version printed %q", out)
-	}
-	c := newCLI(t, refreshtokentest.Config{})
-	if out := c.mustRun("", "version"); out != "refreshtoken (devel) "+runtime.Version() {
-		t.Errorf("the binary printed %q, want (devel) and %s", out, runtime.Version())
-	}
-	if out := c.mustRun("", "help"); !strings.Contains(out, "refreshtoken version") {
-		t.Errorf("usage %q does not list version", out)
 	}
 }

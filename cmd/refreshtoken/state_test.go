@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tokenfresh/refreshtoken"
+	"github.com/tokenfresh/refreshtoken/filestore"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -38,7 +42,7 @@ func TestRejectionRecorded(t *testing.T) {
 	e.srv.Revoke(rt)
 	for i, want := range []string{"the server rejected the refresh token", "rejected the stored refresh token before"} {
 		out, errOut, code := e.run("", "token", "-refresh")
-		if code != 3 || out != "" || !strings.Contains(errOut, want) || !strings.Contains(errOut, "Sign in again") {
+		if code != 3 || out != "" || !strings.Contains(errOut, want) || !strings.Contains(errOut, "Sign in again: run refreshtoken login") || !strings.Contains(errOut, "-refresh-token-file") {
 			t.Errorf("run %d: exit %d, stdout %q, stderr %q; want 3 and %q", i+1, code, out, errOut, want)
 		}
 		oneMessage(t, errOut)
@@ -73,6 +77,49 @@ func TestRejectionByOtherCodesNotRecorded(t *testing.T) {
 	e.mustRun("", "token", "-refresh")
 	if got := e.requests(); got != 3 {
 		t.Errorf("token requests = %d, want 3", got)
+	}
+}
+
+// TestRejectionInEarlyWindowRecorded: a stored token in its early window
+// is refreshed, and if the server rejects the refresh token the stored
+// access token, still valid, is printed (exit 0) with a warning; the
+// rejection is recorded, so the next run sends nothing and exits 3.
+func TestRejectionInEarlyWindowRecorded(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
+	tok := storedToken(t, e.state)
+	// By the wall clock the command reads, the early window opens at most
+	// DefaultEarlyRefresh less DefaultJitter before expiry, and the token
+	// is handed out until 10 s before it: this leaves the run 75 s to
+	// start. No ExpiresIn: the lifetime is unknown, the window unclamped.
+	stale := *tok
+	stale.Expiry = time.Now().Add(refreshtoken.DefaultEarlyRefresh - refreshtoken.DefaultJitter - 5*time.Second)
+	stale.ExpiresIn = 0
+	if err := filestore.New(e.state).Save(context.Background(), &stale); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Revoke(tok.RefreshToken)
+
+	out, errOut, code := e.run("", "token")
+	if code != 0 || strings.TrimSpace(out) != tok.AccessToken {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and the stored access token", code, out, errOut)
+	}
+	for _, want := range []string{"refreshtoken token: warning: ", "invalid_grant", "session has ended", "refreshtoken login", "-refresh-token-file"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q: want %q", errOut, want)
+		}
+	}
+	noSecret(t, errOut, tok.RefreshToken, tok.AccessToken, "test-secret")
+	if got := e.requests(); got != 2 {
+		t.Errorf("token requests = %d, want 2: the session, and the early refresh", got)
+	}
+
+	_, errOut, code = e.run("", "token")
+	if code != 3 || !strings.Contains(errOut, "rejected the stored refresh token before") || !strings.Contains(errOut, "refreshtoken login") {
+		t.Errorf("next run: exit %d, stderr %q; want 3 and how to sign in", code, errOut)
+	}
+	if got := e.requests(); got != 2 {
+		t.Errorf("token requests = %d, want 2: the rejected refresh token is not sent again", got)
 	}
 }
 
@@ -154,4 +201,38 @@ func TestStateDirCannotBeMade(t *testing.T) {
 	if got := e.requests(); got != 0 {
 		t.Errorf("token requests = %d, want 0", got)
 	}
+}
+
+// TestStateBoundToServer: a stored refresh token is sent only to the
+// server it came from; another token URL, client ID or audience sends
+// nothing, and says how to use another profile.
+func TestStateBoundToServer(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.mustRun(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-", "-audience", "api")
+	other := refreshtokentest.NewServer(refreshtokentest.Config{})
+	defer other.Close()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "token URL", args: []string{"-token-url", other.TokenURL, "-audience", "api"}},
+		{name: "client ID", args: []string{"-client-id", "test-client-2", "-audience", "api"}},
+		{name: "audience", args: []string{"-audience", "other-api"}},
+		{name: "no audience", args: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := e.run("", append([]string{"token", "-refresh"}, tt.args...)...)
+			if code != 2 || out != "" || !strings.Contains(errOut, "-profile") || !strings.Contains(errOut, "-refresh-token-file") {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2 and how to use another profile", code, out, errOut)
+			}
+		})
+	}
+	if got := other.Stats().TokenRequests; got != 0 {
+		t.Errorf("the other server got %d requests, want 0", got)
+	}
+	if got := e.srv.Stats().TokenRequests; got != 1 {
+		t.Errorf("the server got %d requests, want 1 (the first run's)", got)
+	}
+	e.mustRun("", "token", "-refresh", "-audience", "api")
 }

@@ -117,6 +117,15 @@ cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/redisstore@$version/LICENSE" ||
 	fail "$core/redisstore@$version has no LICENSE, or not the core's"
 nested=$(cd "$coredir" && find . -mindepth 2 -name go.mod)
 [ -z "$nested" ] || fail "$core@$version holds other modules: $nested"
+# Nor a program built in the checkout and committed by mistake (go build
+# ./cmd/refreshtoken in the root writes ./refreshtoken): a user would
+# download it with every go get.
+binaries=$(cd "$coredir" && find . -type f -exec sh -c 'for f; do
+	case $(head -c 4 "$f" | od -An -tx1 | tr -d " \n") in
+	7f454c46 | cffaedfe | cefaedfe | 4d5a*) echo "$f" ;;
+	esac
+done' sh {} +)
+[ -z "$binaries" ] || fail "$core@$version holds executables: $binaries"
 
 go install "$core/cmd/refreshtoken@$version" || fail "go install $core/cmd/refreshtoken@$version"
 bin=$GOBIN/refreshtoken

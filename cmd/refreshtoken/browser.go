@@ -24,11 +24,13 @@ type answer struct {
 }
 
 // callback is the listener that the authorization server redirects the
-// browser to. The first redirect to /callback is the answer, whatever it
-// holds: one that does not carry this login's state was not caused by this
-// login (RFC 6749 §10.12: another page, or another process, can send the
-// browser there), so the login fails rather than exchange a code that an
-// attacker chose.
+// browser to. The first redirect to /callback that carries this login's
+// state is the answer, whatever else it holds. One without the state was
+// not caused by this login (RFC 6749 §10.12: another page, another
+// process, or a browser tab left from an earlier login can send a request
+// there): its code is not exchanged, it is answered with a page saying
+// so, and the login keeps waiting, so that such a request cannot end the
+// sign-in in progress.
 type callback struct {
 	srv     *http.Server
 	answers chan answer // buffered: holds the first answer
@@ -39,10 +41,12 @@ func newCallback(l net.Listener, state string) *callback {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/callback", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
+			page(w, http.StatusBadRequest, "This is not the answer to the sign-in in progress (it does not carry its state), so it was ignored. Open the URL that refreshtoken login printed.")
+			return
+		}
 		ans := answer{code: q.Get("code"), done: make(chan error, 1)}
 		switch {
-		case subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1:
-			ans.err = errors.New("the browser's redirect does not carry this login's state: it was not the answer to this sign-in (another page or program sent it), so no code was exchanged; sign in again")
 		case q.Get("error") != "":
 			ans.err = fmt.Errorf("the server refused the sign-in: %q", q.Get("error"))
 			if d := q.Get("error_description"); d != "" {

@@ -134,24 +134,26 @@ func TestLoginDevice(t *testing.T) {
 }
 
 // TestLoginStateMismatch: a redirect that does not carry the login's state
-// is refused: no code is exchanged, nothing is stored.
+// (a forged one, or a tab left from an earlier login) is refused, its code
+// not exchanged, and does not end the login: the real answer that follows
+// signs in.
 func TestLoginStateMismatch(t *testing.T) {
 	c := newCLI(t, refreshtokentest.Config{})
 	p := c.startLogin()
 	u := authorizeURL(t, p)
-	forged := u.Query().Get("redirect_uri") + "?" + url.Values{"code": {"code-forged"}, "state": {"not-the-state"}}.Encode()
-	if status, _ := browse(t, forged); status != http.StatusBadRequest {
-		t.Errorf("the forged redirect got %d, want 400", status)
-	}
-	if code := p.wait(); code != 1 || !strings.Contains(p.out(), "does not carry this login's state") {
-		t.Errorf("login exited %d, want 1 and why; output:\n%s", code, p.out())
+	for _, state := range []string{"not-the-state", ""} {
+		forged := u.Query().Get("redirect_uri") + "?" + url.Values{"code": {"code-forged"}, "state": {state}}.Encode()
+		if status, page := browse(t, forged); status != http.StatusBadRequest || !strings.Contains(page, "ignored") {
+			t.Errorf("the redirect with state %q got %d %q, want 400 and ignored", state, status, page)
+		}
 	}
 	if got := c.srv.Stats().TokenRequests; got != 0 {
-		t.Errorf("token requests = %d, want 0: no code exchanged", got)
+		t.Errorf("token requests = %d, want 0: no forged code exchanged", got)
 	}
-	if _, err := os.Stat(c.state); !os.IsNotExist(err) {
-		t.Errorf("state file after a refused login: %v, want none", err)
+	if status, page := browse(t, u.String()); status != http.StatusOK || !strings.Contains(page, "Signed in") {
+		t.Errorf("the browser got %d %q after the forged redirects, want 200 and Signed in", status, page)
 	}
+	checkSession(t, c, p)
 }
 
 // TestLoginAccessDenied: the server's error redirect ends the login, and

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -223,8 +224,15 @@ func (c *loginConfig) browserFlow(ctx context.Context, conf *oauth2.Config, para
 
 // deviceFlow is the device authorization grant (RFC 8628).
 func (c *loginConfig) deviceFlow(ctx context.Context, conf *oauth2.Config, params []oauth2.AuthCodeOption, stderr io.Writer) (*oauth2.Token, error) {
-	da, err := conf.DeviceAuth(ctx, params...)
-	if err != nil {
+	// DeviceAuth's request does not carry ctx (x/oauth2 v0.38.0), so
+	// its client bounds it: a server that never answers must not keep
+	// the login past -timeout.
+	daCtx := context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: c.timeout})
+	da, err := conf.DeviceAuth(daCtx, params...)
+	switch {
+	case err != nil && isTimeout(err):
+		return nil, fmt.Errorf("starting the device flow: the device authorization URL did not answer within %v", c.timeout)
+	case err != nil:
 		return nil, grantError("starting the device flow", err, conf.ClientSecret)
 	}
 	// Shown to the person: the server's words must not carry terminal

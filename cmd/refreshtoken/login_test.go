@@ -189,6 +189,25 @@ func TestLoginTimeout(t *testing.T) {
 	}
 }
 
+// TestLoginDeviceServerSilent: a device authorization URL that never
+// answers ends login -device at -timeout, not never.
+func TestLoginDeviceServerSilent(t *testing.T) {
+	c := newCLI(t, refreshtokentest.Config{})
+	stop := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	defer close(stop)
+	p := c.startLogin("-device", "-device-auth-url", silent.URL+"/oauth/device/code", "-timeout", "1s")
+	if code := p.wait(); code != 1 || !strings.Contains(p.out(), "did not answer within 1s") {
+		t.Errorf("login -device exited %d, want 1 and the timeout; output:\n%s", code, p.out())
+	}
+}
+
 // TestLoginKeepsOtherServersSession: a state holding another server's
 // session is not replaced, and nobody is asked to sign in for nothing,
 // unless -replace.

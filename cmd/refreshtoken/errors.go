@@ -71,6 +71,10 @@ func explain(err error) (string, int) {
 		answer *oauth2.RetrieveError
 	)
 	switch {
+	case errors.As(err, &answer) && answer.Response != nil && answer.Response.StatusCode >= 500:
+		// Not 503, which is retried: the server, or a gateway, failed
+		// after it may have served the request.
+		return fmt.Sprintf("%s.\nNot tried again: the server may have used up the refresh token before it failed. Try again in a moment; if it is rejected, sign in again.", describe(err)), exitError
 	case errors.As(err, &answer) && answer.Response != nil:
 		// An error answer that retrying at once would not change (a 4xx
 		// other than 429): the request, not the refresh token, is wrong.

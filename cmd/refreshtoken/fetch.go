@@ -157,8 +157,10 @@ func (e *gaveUpError) Unwrap() error { return e.err }
 // retryable reports whether a refresh that failed with err may be tried
 // again at once, and how long the server asked to wait. Only failures that
 // leave the refresh token unused are: the server could not be reached
-// (nothing was sent), or it answered 429 or 5xx. An answer lost after the
-// request was sent, or a malformed success, may come after the server
+// (nothing was sent), or it answered 429 or 503, which refuse a request
+// before it is served. An answer lost after the request was sent, a
+// malformed success, or another 5xx (a 500 from the server, a 502 or 504
+// from a gateway that passed the request on) may come after the server
 // rotated the refresh token: sending it again would be taken for a reuse.
 func retryable(err error, now time.Time) (asked time.Duration, ok bool) {
 	var re *refreshtoken.RetryError
@@ -171,7 +173,7 @@ func retryable(err error, now time.Time) (asked time.Duration, ok bool) {
 			return 0, false
 		}
 		status := answer.Response.StatusCode
-		if status != http.StatusTooManyRequests && status < 500 {
+		if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
 			return 0, false
 		}
 		return serverWait(answer.Response, now), true

@@ -64,12 +64,13 @@ func TestClientFixedKeepsSession(t *testing.T) {
 }
 
 // TestRetries: a failure that leaves the refresh token unused (no
-// connection, 429, 5xx) is tried again within -timeout; one that may have
+// connection, 429, 503) is tried again within -timeout; one that may have
 // used it up, or that retrying cannot fix, is not. The waits derive from
 // -timeout (2 s: 100 ms, then 200 ms at most), so the test waits little.
 func TestRetries(t *testing.T) {
 	tests := []struct {
 		name     string
+		reason   string
 		fault    refreshtokentest.Fault
 		n        int // requests that get the fault
 		wantCode int
@@ -78,7 +79,11 @@ func TestRetries(t *testing.T) {
 	}{
 		{name: "503 twice", fault: refreshtokentest.Fault{Status: 503}, n: 2, wantCode: 0, wantReqs: 3},
 		{name: "429 without Retry-After", fault: refreshtokentest.Fault{Status: 429}, n: 1, wantCode: 0, wantReqs: 2},
-		{name: "502 every time", fault: refreshtokentest.Fault{Status: 502}, n: -1, wantCode: 1, wantReqs: maxAttempts,
+		{name: "503 every time", fault: refreshtokentest.Fault{Status: 503}, n: -1, wantCode: 1, wantReqs: maxAttempts,
+			wantErr: "answered HTTP 503 Service Unavailable"},
+		{name: "500", reason: "the server may have rotated before failing", fault: refreshtokentest.Fault{Status: 500}, n: 1, wantCode: 1, wantReqs: 1,
+			wantErr: "Not tried again: the server may have used up the refresh token"},
+		{name: "502", reason: "a gateway may have passed the request on", fault: refreshtokentest.Fault{Status: 502}, n: 1, wantCode: 1, wantReqs: 1,
 			wantErr: "answered HTTP 502 Bad Gateway"},
 		{name: "Retry-After past the timeout", fault: refreshtokentest.Fault{Status: 503, Header: http.Header{"Retry-After": {"3600"}}}, n: 1, wantCode: 1, wantReqs: 1,
 			wantErr: "asks to wait 1h0m0s"},

@@ -64,11 +64,11 @@
 // beside it, NAME.json.lock, on Unix), so that two of them never refresh
 // with the same refresh token. Before it sends anything, an invocation
 // checks that it can save a new token in the state's directory. A failure
-// that may pass (the server unreachable, HTTP 429 or 5xx) is tried again a
+// that may pass (the server unreachable, HTTP 429 or 503) is tried again a
 // few times within -timeout, waiting as long as the server asks with
 // Retry-After (or not at all, if that is past -timeout); an answer that is
-// lost after the request was sent is not, since the server may have
-// rotated the refresh token.
+// lost after the request was sent, or another 5xx, is not, since the
+// server may have rotated the refresh token.
 //
 // Exit status:
 //

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // authorizationCode sends the authorization request authURL as a browser
@@ -73,4 +77,23 @@ func redirectOf(ctx context.Context, browser *http.Client, target string) (*url.
 		return nil, fmt.Errorf("GET %s: HTTP %d, not a redirect", req.URL.Path, resp.StatusCode)
 	}
 	return loc, nil
+}
+
+// codeFlow runs the authorization code flow: the authorization request,
+// the pages visit accepts (nil if the server grants at once), the redirect
+// with the code, and the code's exchange.
+func codeFlow(t *testing.T, hc *http.Client, conf *oauth2.Config, visit func(context.Context, *url.URL) (string, error)) *oauth2.Token {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	state := rand.Text()
+	code := authorizationCode(ctx, t, hc, conf.AuthCodeURL(state), conf.RedirectURL, state, visit)
+	tok, err := conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code)
+	if err != nil {
+		t.Fatalf("code exchange: %v", err)
+	}
+	if tok.RefreshToken == "" {
+		t.Fatal("code exchange: no refresh token")
+	}
+	return tok
 }

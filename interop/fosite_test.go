@@ -102,7 +102,7 @@ func startFosite(t *testing.T, accessTokenLife time.Duration, callers int) *serv
 		conf:      conf,
 		log:       log,
 		hc:        hc,
-		authorize: func(t *testing.T) *oauth2.Token { return fositeCodeFlow(t, hc, conf) },
+		authorize: func(t *testing.T) *oauth2.Token { return codeFlow(t, hc, conf, nil) },
 		api:       hs.URL + "/api",
 		revoke: func(ctx context.Context, rt string) error {
 			return revoke(ctx, hc, hs.URL+"/revoke", basicAuth(conf), rt)
@@ -173,22 +173,4 @@ func (f *fositeServer) api(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ok\n"))
-}
-
-// fositeCodeFlow runs the authorization code flow: the authorization
-// request, the redirect with the code, and the code's exchange.
-func fositeCodeFlow(t *testing.T, hc *http.Client, conf *oauth2.Config) *oauth2.Token {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	state := rand.Text()
-	code := authorizationCode(ctx, t, hc, conf.AuthCodeURL(state), conf.RedirectURL, state, nil)
-	tok, err := conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code)
-	if err != nil {
-		t.Fatalf("code exchange: %v", err)
-	}
-	if tok.RefreshToken == "" {
-		t.Fatal("code exchange: no refresh token")
-	}
-	return tok
 }

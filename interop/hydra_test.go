@@ -152,21 +152,7 @@ log:
 		conf: conf,
 		log:  log,
 		hc:   hc,
-		authorize: func(t *testing.T) *oauth2.Token {
-			t.Helper()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			state := rand.Text()
-			code := authorizationCode(ctx, t, hc, conf.AuthCodeURL(state), conf.RedirectURL, state, visit)
-			tok, err := conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code)
-			if err != nil {
-				t.Fatalf("code exchange: %v", err)
-			}
-			if tok.RefreshToken == "" {
-				t.Fatal("code exchange: no refresh token")
-			}
-			return tok
-		},
+		authorize: func(t *testing.T) *oauth2.Token { return codeFlow(t, hc, conf, visit) },
 		api: publicURL + "/userinfo",
 		revoke: func(ctx context.Context, rt string) error {
 			return revoke(ctx, hc, publicURL+"/oauth2/revoke", basicAuth(conf), rt)

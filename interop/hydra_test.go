@@ -149,11 +149,11 @@ log:
 		return acceptChallenge(ctx, hc, adminURL, page, loginURL, consentURL)
 	}
 	return &server{
-		conf: conf,
-		log:  log,
-		hc:   hc,
+		conf:      conf,
+		log:       log,
+		hc:        hc,
 		authorize: func(t *testing.T) *oauth2.Token { return codeFlow(t, hc, conf, visit) },
-		api: publicURL + "/userinfo",
+		api:       publicURL + "/userinfo",
 		revoke: func(ctx context.Context, rt string) error {
 			return revoke(ctx, hc, publicURL+"/oauth2/revoke", basicAuth(conf), rt)
 		},

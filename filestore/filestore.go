@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken/internal/atomicfile"
 )
 
 // Store is a [refreshtoken.Store] in one file. Its methods are safe for
@@ -141,7 +143,7 @@ func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 			return err
 		}
 	}
-	if err := writeAtomic(path, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("filestore: saving %s: %w", path, err)
 	}
 	return nil
@@ -203,52 +205,4 @@ func check(path string, fi fs.FileInfo) error {
 		return fmt.Errorf("filestore: %s holds a refresh token but has mode %#o, open to other users; run: chmod 600 %s", path, perm, path)
 	}
 	return nil
-}
-
-// writeAtomic replaces the file at path with b: a temporary file in the
-// same directory (so that the rename does not cross file systems), synced
-// before the rename so that the new name never points at unwritten data,
-// and the directory synced after it so that the rename itself is durable.
-func writeAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(b); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable. Windows cannot open a directory
-// for syncing, and makes renames durable on its own.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

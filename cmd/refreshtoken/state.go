@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenfresh/refreshtoken/filestore"
+	"github.com/tokenfresh/refreshtoken/internal/atomicfile"
 )
 
 // A profile's state is two files and a lock:
@@ -291,33 +292,13 @@ func (s *state) readMeta() (*meta, error) {
 	return &m, nil
 }
 
-// writeMeta replaces the meta file, atomically: a new file renamed over it.
-func (s *state) writeMeta(m *meta) (err error) {
+// writeMeta replaces the meta file, atomically and durably.
+func (s *state) writeMeta(m *meta) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	p := s.metaPath()
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
+	return atomicfile.Write(s.metaPath(), append(b, '\n'))
 }
 
 // stateError drops the "filestore: " prefix of a filestore error: the

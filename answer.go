@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -105,7 +106,21 @@ func (r *round) store(ctx context.Context, tok *oauth2.Token) (saved bool, err e
 	if r.s.store == nil {
 		return true, nil
 	}
-	return r.s.store.save(ctx, tok, r.from)
+	began := time.Now()
+	saved, err = r.s.store.save(ctx, tok, r.from)
+	r.s.observe(StoreSaved{Refresh: r.id, Result: saveResult(saved, err), Duration: time.Since(began), Err: err})
+	return saved, err
+}
+
+// saveResult is the result of a Save that returned saved and err.
+func saveResult(saved bool, err error) SaveResult {
+	switch {
+	case err != nil:
+		return SaveFailed
+	case !saved:
+		return SaveSuperseded
+	}
+	return SaveOK
 }
 
 // saveRotation records the failure err of a fetch, after saving the

@@ -43,18 +43,22 @@ func (s *TokenSource) InvalidateToken(rejected *oauth2.Token) {
 
 // invalidate is InvalidateToken for the entry's own token, which Transport
 // holds.
-func (s *TokenSource) invalidate(tok *oauth2.Token) {
-	s.dropIf(func(e *entry) bool { return e.tok == tok }, true)
+func (s *TokenSource) invalidate(tok *oauth2.Token) (dropped bool) {
+	return s.dropIf(func(e *entry) bool { return e.tok == tok }, true)
 }
 
 // dropIf drops the cached token while match says the entry is the one to
 // drop, with a compare-and-swap: a drop never waits for a refresh in
-// flight, and a new entry published meanwhile is judged again.
-func (s *TokenSource) dropIf(match func(*entry) bool, after401 bool) {
+// flight, and a new entry published meanwhile is judged again. It reports
+// whether it dropped one.
+func (s *TokenSource) dropIf(match func(*entry) bool, after401 bool) (dropped bool) {
 	for {
 		cur := s.cur.Load()
-		if !match(cur) || s.cur.CompareAndSwap(cur, s.dropped(cur, after401)) {
-			return
+		if !match(cur) {
+			return false
+		}
+		if s.cur.CompareAndSwap(cur, s.dropped(cur, after401)) {
+			return true
 		}
 	}
 }
@@ -99,6 +103,13 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		return nil
 	}
 	previous := s.rt
+	if s.obs != nil {
+		var rt string
+		if tok != nil {
+			rt = tok.RefreshToken
+		}
+		s.observe(TokenSet{Fingerprint: Fingerprint(rt), Recovered: s.cur.Load().fail.permanent})
+	}
 	if s.grant != nil {
 		s.rt = ""
 		if tok != nil {
@@ -130,7 +141,10 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	ss.loaded = true // the store's token, if any, is older than tok
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
-	if err := ss.force(ctx, &t); err != nil {
+	began := time.Now()
+	err := ss.force(ctx, &t)
+	s.observe(StoreSaved{Result: saveResult(err == nil, err), Duration: time.Since(began), Err: err})
+	if err != nil {
 		// Retried by the next refresh, Flush or Close; with a shared
 		// store, only if the store does not hold a newer token by then
 		// (the failed Save may have landed, and another process refreshed

@@ -26,6 +26,7 @@ type options struct {
 	// allowHTTP lets New use a plain-http token URL on any host.
 	allowHTTP bool
 	store     Store
+	obs       Observer
 }
 
 func resolve(opts []Option) options {
@@ -144,4 +145,13 @@ func WithAllowHTTP() Option {
 // By default there is no store.
 func WithStore(st Store) Option {
 	return func(o *options) { o.store = st }
+}
+
+// WithObserver makes the source tell obs what it does: refreshes, store
+// reads and saves, the shared lock, waiting callers, the 401s of its
+// [Transport], SetToken. See [Observer] for which goroutine calls it and
+// what it may not do. By default nothing is told, and the cached path
+// pays nothing for it.
+func WithObserver(obs Observer) Option {
+	return func(o *options) { o.obs = obs }
 }

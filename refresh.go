@@ -44,6 +44,15 @@ type round struct {
 	timeout time.Duration
 	// prep is cancelled by Close: it bounds the steps before the request.
 	prep context.Context
+
+	// What the round's events report. id is 0 until the round starts a
+	// refresh (and for Flush).
+	id      uint64
+	reason  Reason
+	began   time.Time // real time, for durations
+	sent    bool      // the request went out (or the inner source was asked)
+	request time.Duration
+	locked  time.Time // when the shared lock was taken; zero if not
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
@@ -72,7 +81,12 @@ func (s *TokenSource) refresh() (any, error) {
 	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep}
 	r.run()
 	r.release()
-	return r.publish()
+	v, err := r.publish()
+	if r.id != 0 {
+		s.lastRefresh.Store(r.id)
+		s.observe(r.ended())
+	}
+	return v, err
 }
 
 // release releases the shared lock, if the round still holds it, within
@@ -83,8 +97,12 @@ func (r *round) release() {
 		r.after, r.cancelAfter = context.WithTimeout(r.s.ctx, r.s.timeout)
 	}
 	defer r.cancelAfter()
-	if r.unlock != nil {
+	held := r.unlock != nil
+	if held {
 		r.unlock(r.after)
+	}
+	if !r.locked.IsZero() {
+		r.s.observe(LockReleased{Refresh: r.id, Held: time.Since(r.locked), Kept: !held})
 	}
 }
 
@@ -98,10 +116,53 @@ func (r *round) run() {
 			r.fail(fmt.Errorf("refreshtoken: panic during refresh: %v", p))
 		}
 	}()
-	if r.check() && r.syncStore() && r.lease() {
+	if !r.check() {
+		return
+	}
+	r.start()
+	if r.syncStore() && r.lease() {
 		r.fetch()
 		r.save()
 	}
+}
+
+// start numbers the refresh and reports that it starts.
+func (r *round) start() {
+	s := r.s
+	s.refreshes++
+	r.id, r.reason, r.began = s.refreshes, reason(r.base, r.now), time.Now()
+	if s.obs != nil {
+		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.rt), TimeLeft: timeLeft(r.base, r.now)})
+	}
+}
+
+// ended is the event of the round's end.
+func (r *round) ended() RefreshEnded {
+	e := RefreshEnded{ID: r.id, Reason: r.reason, Err: r.err, Duration: time.Since(r.began), Sent: r.sent, Request: r.request,
+		Fingerprint: Fingerprint(r.from), TimeLeft: timeLeft(r.base, r.now)}
+	e.Status, e.ErrorCode = answerOf(r.err)
+	if r.s.grant != nil && r.sent && r.s.rt != r.from {
+		e.Rotated, e.NewFingerprint = true, Fingerprint(r.s.rt)
+	}
+	switch {
+	case errors.Is(r.err, ErrRefreshRejected):
+		e.Outcome = OutcomeRejected
+	case r.sent && (r.err == nil || r.replaced):
+		// A new token (its Save or callback may have failed: Err).
+		e.Outcome = OutcomeOK
+		if r.replaced && !r.v.sched.expiry.IsZero() {
+			e.Lifetime = r.v.sched.expiry.Sub(r.now)
+		}
+	case r.err == nil:
+		e.Outcome = OutcomeStored
+	case !r.sent:
+		e.Outcome = OutcomeNotSent
+	default:
+		e.Outcome = OutcomeTransient
+		e.RetryAt = r.v.fail.retryAt
+	}
+	e.Waiters, e.LongestWait = r.s.waiting.count()
+	return e
 }
 
 // check reports whether a refresh is still needed and allowed: the caller
@@ -164,7 +225,9 @@ func (r *round) syncStore() bool {
 // load failed (and is recorded as a failure).
 func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
 	p := r.s.store.pending
+	began := time.Now()
 	saved, err := r.s.store.flush(ctx)
+	r.s.observe(StoreSaved{Refresh: r.id, Result: saveResult(saved, err), Retry: true, Duration: time.Since(began), Err: err})
 	if err != nil {
 		return false, err
 	}
@@ -186,8 +249,10 @@ func (r *round) lease() bool {
 	// The wait is long enough for a lease somewhat longer than the refresh
 	// timeout, held by a process that died, to run out.
 	ctx, cancel := context.WithTimeout(r.prep, 2*r.s.timeout)
+	waitBegan := time.Now()
 	expires, unlock, err := ss.lock(ctx)
 	cancel()
+	r.s.observe(LockWaited{Refresh: r.id, Waited: time.Since(waitBegan), Err: err})
 	ctx, cancel = context.WithTimeout(r.prep, r.s.timeout)
 	defer cancel()
 	if err != nil {
@@ -202,7 +267,7 @@ func (r *round) lease() bool {
 		r.fail(err)
 		return false
 	}
-	r.unlock = unlock
+	r.unlock, r.locked = unlock, time.Now()
 	r.now = r.s.now() // the wait may have been long
 	if !r.load(ctx) || r.v.at(r.now) == fresh {
 		return false
@@ -216,7 +281,9 @@ func (r *round) lease() bool {
 // load reads the store and adopts its token. It reports whether the load
 // succeeded, and records the failure if not.
 func (r *round) load(ctx context.Context) bool {
+	began := time.Now()
 	tok, err := r.s.store.load(ctx)
+	r.s.observe(StoreLoaded{Refresh: r.id, Duration: time.Since(began), Found: tok != nil, Err: err})
 	if err != nil {
 		r.fail(err)
 		return false
@@ -257,7 +324,9 @@ func (r *round) fetch() {
 		}
 		// An oauth2.TokenSource takes no context: the timeout and Close
 		// cannot interrupt it.
+		began := time.Now()
 		r.tok, r.err = s.src.Token()
+		r.sent, r.request = true, time.Since(began)
 		return
 	}
 	r.from = s.rt
@@ -277,7 +346,9 @@ func (r *round) fetch() {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
+	began := time.Now()
 	tok, rotated, err := s.grant.token(ctx, s.rt, cached...)
+	r.sent, r.request = !errors.As(err, new(unsentError)), time.Since(began)
 	if rotated != "" {
 		s.rt = rotated
 	}

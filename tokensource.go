@@ -64,6 +64,51 @@ type TokenSource struct {
 	// calls it. Nil when no refresh runs.
 	stopping atomic.Pointer[context.CancelFunc]
 	closed   atomic.Bool
+
+	// obs is the observer; nil without WithObserver, which costs one
+	// comparison where an event would be.
+	obs Observer
+	// refreshes counts the refreshes that started, for the events' IDs;
+	// mu guards it. lastRefresh is the ID of the last that ended.
+	refreshes   uint64
+	lastRefresh atomic.Uint64
+	waiting     waiting // only with an observer
+}
+
+// waiting counts the callers waiting for a refresh, for RefreshEnded.
+type waiting struct {
+	mu    sync.Mutex
+	n     int
+	since time.Time // when the first of the n began to wait
+}
+
+// begin counts a caller that begins to wait, and returns when it did.
+func (w *waiting) begin() time.Time {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == 0 {
+		w.since = now
+	}
+	w.n++
+	return now
+}
+
+// end counts a caller that stopped waiting.
+func (w *waiting) end() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n--
+}
+
+// count returns how many callers wait, and how long the first has.
+func (w *waiting) count() (int, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == 0 {
+		return 0, 0
+	}
+	return w.n, time.Since(w.since)
 }
 
 func newTokenSource(ctx context.Context, o options) *TokenSource {
@@ -73,6 +118,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 		clock:   o.clock,
 		timeout: o.timeout,
 		ctx:     context.WithoutCancel(ctx),
+		obs:     o.obs,
 	}
 	if o.store != nil {
 		s.store = newStoreSync(o.store)
@@ -217,7 +263,7 @@ func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 }
 
 // wait is the slow path of current: there is no token to hand out.
-func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry, time.Time, error) {
+func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *entry, _ time.Time, err error) {
 	if s.closed.Load() {
 		return nil, now, ErrClosed
 	}
@@ -226,6 +272,13 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (*entry
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
+	}
+	if s.obs != nil {
+		began := s.waiting.begin()
+		defer func() {
+			s.waiting.end()
+			s.observe(Waited{Context: ctx, Refresh: s.lastRefresh.Load(), Duration: time.Since(began), Err: err})
+		}()
 	}
 	// A second round covers a caller that joined a refresh just as it
 	// ended, and whose token the caller's clock already finds expired;

@@ -74,9 +74,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
+	return t.unauthorized(req, e, resp)
+}
+
+// unauthorized handles resp, a 401 for req sent with e's token: it drops
+// the token and sends req again with a newer one, if it can.
+func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Response) (_ *http.Response, err error) {
 	// The token is dropped even when the request cannot be retried, so
 	// that the next request gets a new one.
-	t.Source.invalidate(e.tok)
+	u := Unauthorized{Context: req.Context(), Dropped: t.Source.invalidate(e.tok)}
+	if t.Source.obs != nil {
+		defer func() { t.Source.observe(u) }()
+	}
 	if !replayable(req) {
 		return resp, nil
 	}
@@ -97,7 +106,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 		resp.Body.Close()
 	}
-	return t.send(retry)
+	u.Retried = true
+	resp, err = t.send(retry)
+	u.RejectedAgain = err == nil && resp.StatusCode == http.StatusUnauthorized
+	return resp, err
 }
 
 // send sends r through the base transport and returns a response or an

@@ -1,0 +1,279 @@
+package refreshtoken
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// An Observer is told what a [TokenSource] does: its refreshes, its store
+// and the 401s its [Transport] meets. Give one with [WithObserver];
+// [SlogObserver] logs the events, and the otel module turns them into
+// OpenTelemetry metrics and spans.
+//
+// Observe is called synchronously, on the goroutine that did what the
+// event reports: refresh and store events on the refresh's goroutine, with
+// the source's lock held, so that they come in order; [Waited] and
+// [Unauthorized] on the caller's. A slow Observe delays that goroutine by
+// its own duration (callers waiting for the refresh too) and no more; it
+// must not call the source's methods, which may wait for the lock it is
+// called under, and should hand slow work to a goroutine of its own. A
+// panic in Observe is recovered and ignored. Events hold no secret: a
+// refresh token appears only as its [Fingerprint], and errors are the
+// source's, which name none.
+type Observer interface {
+	Observe(Event)
+}
+
+// ObserverFunc is an [Observer] that is a function.
+type ObserverFunc func(Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// An Event is one of the types of this file: [RefreshStarted],
+// [RefreshEnded], [StoreLoaded], [StoreSaved], [LockWaited],
+// [LockReleased], [Waited], [Unauthorized] and [TokenSet].
+type Event interface{ event() }
+
+// Reason is why a refresh started.
+type Reason string
+
+// The reasons of [RefreshStarted].
+const (
+	// ReasonEarly: the token entered its early window (stale): callers
+	// are handed it while the refresh runs.
+	ReasonEarly Reason = "early"
+	// ReasonExpired: the token is within its safety margin of expiry,
+	// or past it: callers wait.
+	ReasonExpired Reason = "expired"
+	// ReasonNoToken: the source has no access token yet (start-up, or
+	// SetToken gave a refresh token only).
+	ReasonNoToken Reason = "no_token"
+	// ReasonInvalidated: Invalidate or InvalidateToken dropped the token.
+	ReasonInvalidated Reason = "invalidated"
+	// ReasonUnauthorized: an API answered 401 for the token
+	// ([Transport], InvalidateToken): the new token is forced.
+	ReasonUnauthorized Reason = "unauthorized"
+)
+
+// Outcome is how a refresh ended.
+type Outcome string
+
+// The outcomes of [RefreshEnded].
+const (
+	// OutcomeOK: a new token from the endpoint (or the inner source).
+	OutcomeOK Outcome = "ok"
+	// OutcomeStored: the store held a token that made the request
+	// needless (another process refreshed); nothing was sent.
+	OutcomeStored Outcome = "stored"
+	// OutcomeTransient: the refresh failed and will be tried again
+	// after RetryAt.
+	OutcomeTransient Outcome = "transient"
+	// OutcomeRejected: the endpoint rejected the refresh token for good
+	// ([ErrRefreshRejected]); no refresh runs until SetToken.
+	OutcomeRejected Outcome = "rejected"
+	// OutcomeNotSent: the refresh failed before its request (the store
+	// could not be read or locked, the source was closed).
+	OutcomeNotSent Outcome = "not_sent"
+)
+
+// RefreshStarted is a refresh that starts: it found a request needed and
+// allowed (a refresh that finds the token fresh, or inside a back-off,
+// reports nothing).
+type RefreshStarted struct {
+	ID     uint64 // the source's count of refreshes: matches RefreshEnded.ID
+	Reason Reason
+	Time   time.Time // by the source's clock
+	// Fingerprint is that of the refresh token the source holds.
+	Fingerprint string
+	// TimeLeft is how long the token in hand had before its real
+	// expiry; zero if there is none, negative if it had expired.
+	TimeLeft time.Duration
+}
+
+// RefreshEnded is the end of a refresh that started.
+type RefreshEnded struct {
+	ID      uint64
+	Reason  Reason
+	Outcome Outcome
+	// Err is why the refresh failed; with OutcomeOK, a failed Save
+	// ([ErrNotSaved]) or callback, the new token in use all the same.
+	Err      error
+	Duration time.Duration // of the whole refresh, store and lock included
+
+	// Sent reports that the token request went out; Request is how long
+	// it took.
+	Sent    bool
+	Request time.Duration
+	// Status is the HTTP status of the endpoint's answer, and ErrorCode
+	// its OAuth error code ("invalid_grant"); zero and "" if none.
+	Status    int
+	ErrorCode string
+	// Fingerprint is that of the refresh token sent, and Rotated reports
+	// that the answer brought a new one, whose fingerprint is
+	// NewFingerprint.
+	Fingerprint    string
+	Rotated        bool
+	NewFingerprint string
+	// Lifetime is the new access token's, from the request to its real
+	// expiry; zero if it has none (or none came).
+	Lifetime time.Duration
+	// TimeLeft is as in RefreshStarted: how close to expiry the refresh
+	// ran.
+	TimeLeft time.Duration
+	// RetryAt is when the next attempt may run, after a transient
+	// failure; zero otherwise.
+	RetryAt time.Time
+	// Waiters is how many callers were waiting for a token when the
+	// refresh ended, and LongestWait how long the first of them had.
+	Waiters     int
+	LongestWait time.Duration
+}
+
+// StoreLoaded is a read of the [Store].
+type StoreLoaded struct {
+	Refresh  uint64 // the refresh that read it; 0 for Flush
+	Duration time.Duration
+	Found    bool // the store held a token
+	Err      error
+}
+
+// SaveResult is how a Save ended.
+type SaveResult string
+
+// The results of [StoreSaved].
+const (
+	SaveOK SaveResult = "ok"
+	// SaveFailed: the Save failed; the token is pending, to be saved
+	// again before the next refresh, and by Flush and Close.
+	SaveFailed SaveResult = "failed"
+	// SaveSuperseded: a shared store refused the token, since another
+	// process saved a newer one first.
+	SaveSuperseded SaveResult = "superseded"
+)
+
+// StoreSaved is a Save to the [Store]: of a new token, or the retry of
+// one whose Save failed (Retry).
+type StoreSaved struct {
+	Refresh  uint64 // the refresh that saved; 0 for SetToken and Flush
+	Result   SaveResult
+	Retry    bool
+	Duration time.Duration
+	Err      error
+}
+
+// LockWaited is the wait for a [SharedStore]'s refresh lock.
+type LockWaited struct {
+	Refresh uint64
+	Waited  time.Duration
+	Err     error // nil: the lock was taken
+}
+
+// LockReleased is the release of the refresh lock. Kept reports that the
+// lock was not released but left to its lease (the request got no answer,
+// or the Save of a rotated token failed).
+type LockReleased struct {
+	Refresh uint64
+	Held    time.Duration
+	Kept    bool
+}
+
+// Waited is a caller of Token that had no token to be handed and waited
+// for a refresh. Context is the caller's: an observer may link the
+// caller's span to the refresh's.
+type Waited struct {
+	Context  context.Context
+	Refresh  uint64 // the refresh waited for; 0 if unknown
+	Duration time.Duration
+	Err      error
+}
+
+// Unauthorized is an API's 401 met by [Transport]. Dropped reports that
+// the token was the cached one and was dropped; Retried, that the request
+// was sent again with a newer token; RejectedAgain, that the retry was
+// answered 401 too.
+type Unauthorized struct {
+	Context       context.Context
+	Dropped       bool
+	Retried       bool
+	RejectedAgain bool
+}
+
+// TokenSet is a call of [TokenSource.SetToken]. Recovered reports that it
+// ended a rejection ([ErrRefreshRejected]).
+type TokenSet struct {
+	Fingerprint string // of the new refresh token; "" if none
+	Recovered   bool
+}
+
+func (RefreshStarted) event() {}
+func (RefreshEnded) event()   {}
+func (StoreLoaded) event()    {}
+func (StoreSaved) event()     {}
+func (LockWaited) event()     {}
+func (LockReleased) event()   {}
+func (Waited) event()         {}
+func (Unauthorized) event()   {}
+func (TokenSet) event()       {}
+
+// Fingerprint identifies a refresh token in events and logs without
+// revealing it: the first 8 hex digits of its SHA-256, so that two events
+// about one token can be matched. "" for no token.
+func Fingerprint(refreshToken string) string {
+	if refreshToken == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(refreshToken))
+	return hex.EncodeToString(sum[:4])
+}
+
+// observe passes e to the observer, if there is one. A panic in it is the
+// observer's and is dropped: it must not break a refresh.
+func (s *TokenSource) observe(e Event) {
+	if s.obs == nil {
+		return
+	}
+	defer func() { recover() }()
+	s.obs.Observe(e)
+}
+
+// reason is why a round that starts from e at now refreshes.
+func reason(e *entry, now time.Time) Reason {
+	switch {
+	case e.tok != nil && e.at(now) == stale:
+		return ReasonEarly
+	case e.tok != nil:
+		return ReasonExpired
+	case e.drop.after401:
+		return ReasonUnauthorized
+	case e.drop.access != "":
+		return ReasonInvalidated
+	}
+	return ReasonNoToken
+}
+
+// timeLeft is how long e's token has before its real expiry at now; zero
+// if there is none or it never expires.
+func timeLeft(e *entry, now time.Time) time.Duration {
+	if e.tok == nil || e.sched.expiry.IsZero() {
+		return 0
+	}
+	return e.sched.expiry.Sub(now)
+}
+
+// answerOf returns the HTTP status and OAuth error code of err's answer.
+func answerOf(err error) (status int, code string) {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		return status, re.ErrorCode
+	}
+	return 0, ""
+}

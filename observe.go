@@ -16,9 +16,12 @@ import (
 // OpenTelemetry metrics and spans.
 //
 // Observe is called synchronously, on the goroutine that did what the
-// event reports: refresh and store events on the refresh's goroutine, with
-// the source's lock held, so that they come in order; [Waited] and
-// [Unauthorized] on the caller's. A slow Observe delays that goroutine by
+// event reports, so that events come in order: refresh, lock and store
+// events on the refresh's goroutine (SetToken's and Flush's on their
+// caller's), with the source's lock held; [Waited] and [Unauthorized] on
+// the caller's, with no lock held. Durations in events are real
+// (monotonic) time; instants and token lifetimes are by the source's clock
+// ([WithClock]). A slow Observe delays that goroutine by
 // its own duration (callers waiting for the refresh too) and no more; it
 // must not call the source's methods, which may wait for the lock it is
 // called under, and should hand slow work to a goroutine of its own. A

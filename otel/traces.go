@@ -105,7 +105,15 @@ func (o *Observer) refreshSpan(e refreshtoken.RefreshEnded, now time.Time) {
 
 	failed := e.Outcome == refreshtoken.OutcomeTransient || e.Outcome == refreshtoken.OutcomeRejected ||
 		e.Outcome == refreshtoken.OutcomeNotSent
+	// The steps' times come from their events' arrival, the refresh's
+	// from its duration: a step may seem to start a little before it.
 	start := now.Add(-e.Duration)
+	for _, a := range r.events[:r.n] {
+		_, d, _, _ := step(a.e)
+		if at := a.at.Add(-d); at.Before(start) {
+			start = at
+		}
+	}
 	ctx, span := o.tracer.Start(context.Background(), "refreshtoken.refresh",
 		trace.WithTimestamp(start), trace.WithAttributes(o.attrs...), trace.WithAttributes(refreshAttrs(e, r.start, failed)...))
 	if failed {
@@ -209,28 +217,27 @@ func (o *Observer) requestSpan(ctx context.Context, e refreshtoken.RefreshEnded,
 	span.End(trace.WithTimestamp(end))
 }
 
+// step describes a store step: its span's name, duration, error and
+// attributes; name is "" for an event that is no store step.
+func step(e refreshtoken.Event) (name string, d time.Duration, err error, attrs []attribute.KeyValue) {
+	switch e := e.(type) {
+	case refreshtoken.StoreLoaded:
+		return "refreshtoken.store.load", e.Duration, e.Err, []attribute.KeyValue{foundKey.Bool(e.Found)}
+	case refreshtoken.StoreSaved:
+		return "refreshtoken.store.save", e.Duration, e.Err, []attribute.KeyValue{saveKey.String(string(e.Result)), retryKey.Bool(e.Retry)}
+	case refreshtoken.LockWaited:
+		return "refreshtoken.lock.wait", e.Waited, e.Err, nil
+	case refreshtoken.LockReleased:
+		return "refreshtoken.lock.hold", e.Held, nil, []attribute.KeyValue{keptKey.Bool(e.Kept)}
+	}
+	return "", 0, nil, nil
+}
+
 // stepSpan records a store step, a child of the refresh's span, ending
 // when its event came.
 func (o *Observer) stepSpan(ctx context.Context, a arrived) {
-	var (
-		name  string
-		d     time.Duration
-		err   error
-		attrs []attribute.KeyValue
-	)
-	switch e := a.e.(type) {
-	case refreshtoken.StoreLoaded:
-		name, d, err = "refreshtoken.store.load", e.Duration, e.Err
-		attrs = append(attrs, foundKey.Bool(e.Found))
-	case refreshtoken.StoreSaved:
-		name, d, err = "refreshtoken.store.save", e.Duration, e.Err
-		attrs = append(attrs, saveKey.String(string(e.Result)), retryKey.Bool(e.Retry))
-	case refreshtoken.LockWaited:
-		name, d, err = "refreshtoken.lock.wait", e.Waited, e.Err
-	case refreshtoken.LockReleased:
-		name, d = "refreshtoken.lock.hold", e.Held
-		attrs = append(attrs, keptKey.Bool(e.Kept))
-	default:
+	name, d, err, attrs := step(a.e)
+	if name == "" {
 		return
 	}
 	attrs = errorAttr(attrs, errorType(err))

@@ -256,7 +256,11 @@ func TestRun(t *testing.T) {
 	}
 	checkMetrics(t, rm)
 	checkSpans(t, r.spans.Ended(), firstCaller, rb.sc)
-	checkSecrets(t, r.secrets, rm, r.spans.Ended())
+	// The secrets were there to find: the refresh tokens of every
+	// rotation, and the access tokens.
+	if scanned := checkSecrets(t, r.secrets, rm, r.spans.Ended()); len(r.secrets.seen) < 15 || scanned < 200 {
+		t.Errorf("scanned %d attributes for %d secrets: too few for the run", scanned, len(r.secrets.seen))
+	}
 }
 
 // wait waits for c, failing the test after a deadline.
@@ -537,9 +541,9 @@ func checkSpans(t *testing.T, spans []sdktrace.ReadOnlySpan, firstCaller, bCalle
 
 // checkSecrets scans every attribute of the metrics and spans, and the
 // spans' names, events, links and status, for the secrets.
-func checkSecrets(t *testing.T, sec *secrets, rm metricdata.ResourceMetrics, spans []sdktrace.ReadOnlySpan) {
+// It returns how many attributes it scanned.
+func checkSecrets(t *testing.T, sec *secrets, rm metricdata.ResourceMetrics, spans []sdktrace.ReadOnlySpan) (scanned int) {
 	t.Helper()
-	var scanned int
 	scan := func(where string, kvs ...attribute.KeyValue) {
 		for _, kv := range kvs {
 			scanned++
@@ -580,9 +584,5 @@ func checkSecrets(t *testing.T, sec *secrets, rm metricdata.ResourceMetrics, spa
 			scan(s.Name()+" link", l.Attributes...)
 		}
 	}
-	// The secrets were there to find: the refresh tokens of every
-	// rotation, and the access tokens.
-	if len(sec.seen) < 15 || scanned < 200 {
-		t.Errorf("scanned %d attributes for %d secrets: too few for the run", scanned, len(sec.seen))
-	}
+	return scanned
 }

@@ -108,20 +108,17 @@ func New(opts ...Option) (*Observer, error) {
 		o.tp = otel.GetTracerProvider()
 	}
 	obs := &Observer{
-		tracer:  o.tp.Tracer(scope, trace.WithInstrumentationVersion(version)),
+		tracer:  o.tp.Tracer(scope),
 		attrs:   slices.Clip(o.attrs),
 		request: requestAttrs(o.tokenURL),
 	}
 	var err error
-	obs.m, err = newInstruments(o.mp.Meter(scope, metric.WithInstrumentationVersion(version)))
+	obs.m, err = newInstruments(o.mp.Meter(scope))
 	if err != nil {
 		return nil, err
 	}
 	return obs, nil
 }
-
-// version is the instrumentation scope's version: this module's.
-const version = "0.1.0"
 
 // requestAttrs are the attributes of the token request's span that come
 // from the configuration.

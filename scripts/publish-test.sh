@@ -7,8 +7,9 @@
 #
 # What is published is the commit (HEAD), not the working tree: uncommitted
 # edits are left out, as a tag would leave them out. The version is the one
-# redisstore/go.mod requires of the core; redisstore is published at the
-# same version, as a release tags both.
+# redisstore/go.mod requires of the core (otel/go.mod must require the same);
+# redisstore and otel are published at the same version, as a release tags
+# all three.
 set -euo pipefail
 start=$SECONDS
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,13 +39,15 @@ GIT_INDEX_FILE=$tmp/index git -C "$root" -c core.autocrlf=input -c core.eol=lf \
 
 version=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$src/redisstore/go.mod")
 [ -n "$version" ] || fail "redisstore/go.mod does not require $core"
-echo "publish test: $core and $core/redisstore at $version, from $rev"
+otelversion=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$src/otel/go.mod")
+[ "$otelversion" = "$version" ] || fail "otel/go.mod requires $core ${otelversion:-not at all}, redisstore/go.mod $version"
+echo "publish test: $core, $core/redisstore and $core/otel at $version, from $rev"
 
 proxy=$tmp/proxy
 upstream=$(go env GOPROXY)
 (cd "$root/scripts/modproxy" && GOWORK=off go run . -o "$proxy" \
 	-time "$(git -C "$root" log -1 --format=%cI "$rev")" \
-	"$src@$version" "$src/redisstore@$version")
+	"$src@$version" "$src/redisstore@$version" "$src/otel@$version")
 
 # A fresh module cache, so that no earlier download of our modules (another
 # commit at the same version) is used; third-party modules come from the
@@ -64,8 +67,8 @@ export GOFLAGS="${GOFLAGS:-} -modcacherw -trimpath"
 user=$tmp/user
 mkdir -p "$user"
 cat > "$user/main.go" <<'GO'
-// A user of the published modules: a source with a file store, and one with
-// a Redis store (it does not connect).
+// A user of the published modules: a source with a file store and the
+// OpenTelemetry adapter, and one with a Redis store (it does not connect).
 package main
 
 import (
@@ -77,6 +80,7 @@ import (
 
 	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/filestore"
+	refreshtokenotel "github.com/tokenfresh/refreshtoken/otel"
 	"github.com/tokenfresh/refreshtoken/redisstore"
 )
 
@@ -88,8 +92,12 @@ func main() {
 	}
 	tok := &oauth2.Token{RefreshToken: "refresh"}
 
+	obs, err := refreshtokenotel.New(refreshtokenotel.WithTokenURL(conf.Endpoint.TokenURL))
+	if err != nil {
+		panic(err)
+	}
 	fileSource := refreshtoken.New(ctx, conf, tok,
-		refreshtoken.WithStore(filestore.New("token.json")))
+		refreshtoken.WithStore(filestore.New("token.json")), refreshtoken.WithObserver(obs))
 	defer fileSource.Close()
 
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
@@ -103,18 +111,21 @@ func main() {
 GO
 cd "$user"
 out=$(go mod init example.com/user 2>&1) || fail "go mod init: $out"
-go get "$core@$version" "$core/redisstore@$version" || fail "go get $core@$version $core/redisstore@$version"
+go get "$core@$version" "$core/redisstore@$version" "$core/otel@$version" ||
+	fail "go get $core@$version $core/redisstore@$version $core/otel@$version"
 go mod tidy || fail "go mod tidy"
 go vet ./... || fail "go vet"
 go build -o "$tmp/user.bin" . || fail "go build"
 [ "$("$tmp/user.bin")" = ok ] || fail "the user's program did not run"
 
 # What a tag publishes: each module holds its LICENSE, and the core holds
-# no nested module (redisstore/, interop/, scripts/modproxy/).
+# no nested module (redisstore/, otel/, interop/, scripts/modproxy/).
 coredir=$GOMODCACHE/$core@$version
 [ -f "$coredir/LICENSE" ] || fail "$core@$version has no LICENSE"
-cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/redisstore@$version/LICENSE" ||
-	fail "$core/redisstore@$version has no LICENSE, or not the core's"
+for m in redisstore otel; do
+	cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/$m@$version/LICENSE" ||
+		fail "$core/$m@$version has no LICENSE, or not the core's"
+done
 nested=$(cd "$coredir" && find . -mindepth 2 -name go.mod)
 [ -z "$nested" ] || fail "$core@$version holds other modules: $nested"
 # Nor a program built in the checkout and committed by mistake (go build

@@ -79,37 +79,39 @@ type unsentError struct{ error }
 func (e unsentError) Unwrap() error { return e.error }
 
 // token makes one refresh request with the refresh token rt. It is never
-// retried: a refresh token is sent once per refresh. rotated is the refresh
+// retried: a refresh token is sent once per refresh. status is the HTTP
+// status of the answer, 0 if none came. rotated is the refresh
 // token of a successful answer ("" if it has none), returned even when the
 // rest of the answer is unusable and err is set: the server has retired rt.
 // A returned token carries rotated, or rt if there is none. No error holds
 // rt, the client secret, or a secret in redactAlso (such as the cached
 // access token), in any encoding the server may echo them in.
-func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
+func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, status int, err error) {
 	if g.err != nil {
-		return nil, "", unsentError{g.err}
+		return nil, "", 0, unsentError{g.err}
 	}
 	if rt == "" {
-		return nil, "", unsentError{errors.New("refreshtoken: the source has no refresh token")}
+		return nil, "", 0, unsentError{errors.New("refreshtoken: the source has no refresh token")}
 	}
 	req, err := g.request(ctx, rt)
 	if err != nil {
-		return nil, "", unsentError{err}
+		return nil, "", 0, unsentError{err}
 	}
 	sent := g.now()
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, redactAlso)...))
+		return nil, "", 0, fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, redactAlso)...))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("refreshtoken: reading token response (HTTP %d): %w", resp.StatusCode, err)
+		return nil, "", resp.StatusCode, fmt.Errorf("refreshtoken: reading token response (HTTP %d): %w", resp.StatusCode, err)
 	}
 	if len(body) > maxBody {
-		return nil, "", fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
+		return nil, "", resp.StatusCode, fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	return g.parse(resp, body, sent, rt, redactAlso...)
+	tok, rotated, err = g.parse(resp, body, sent, rt, redactAlso...)
+	return tok, rotated, resp.StatusCode, err
 }
 
 // request builds the POST that sends the refresh token rt.

@@ -269,14 +269,11 @@ func timeLeft(e *entry, now time.Time) time.Duration {
 	return e.sched.expiry.Sub(now)
 }
 
-// answerOf returns the HTTP status and OAuth error code of err's answer.
-func answerOf(err error) (status int, code string) {
+// errorCode returns the OAuth error code of err's answer, "" if none.
+func errorCode(err error) string {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		return status, re.ErrorCode
+		return re.ErrorCode
 	}
-	return 0, ""
+	return ""
 }

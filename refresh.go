@@ -53,6 +53,7 @@ type round struct {
 	sent    bool      // the request went out (or the inner source was asked)
 	request time.Duration
 	locked  time.Time // when the shared lock was taken; zero if not
+	status  int       // of the endpoint's answer; 0 if none came
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
@@ -83,7 +84,6 @@ func (s *TokenSource) refresh() (any, error) {
 	r.release()
 	v, err := r.publish()
 	if r.id != 0 {
-		s.lastRefresh.Store(r.id)
 		s.observe(r.ended())
 	}
 	return v, err
@@ -131,6 +131,7 @@ func (r *round) start() {
 	s := r.s
 	s.refreshes++
 	r.id, r.reason, r.began = s.refreshes, reason(r.base, r.now), time.Now()
+	s.latest.Store(r.id)
 	if s.obs != nil {
 		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.rt), TimeLeft: timeLeft(r.base, r.now)})
 	}
@@ -140,7 +141,7 @@ func (r *round) start() {
 func (r *round) ended() RefreshEnded {
 	e := RefreshEnded{ID: r.id, Reason: r.reason, Err: r.err, Duration: time.Since(r.began), Sent: r.sent, Request: r.request,
 		Fingerprint: Fingerprint(r.from), TimeLeft: timeLeft(r.base, r.now)}
-	e.Status, e.ErrorCode = answerOf(r.err)
+	e.Status, e.ErrorCode = r.status, errorCode(r.err)
 	if r.s.grant != nil && r.sent && r.s.rt != r.from {
 		e.Rotated, e.NewFingerprint = true, Fingerprint(r.s.rt)
 	}
@@ -258,7 +259,7 @@ func (r *round) lease() bool {
 	if err != nil {
 		// The wait may have ended while another process was saving the
 		// token it refreshed.
-		if tok, loadErr := ss.load(ctx); loadErr == nil {
+		if tok, loadErr := r.read(ctx); loadErr == nil {
 			r.adopt(tok)
 			if r.v.at(r.now) == fresh {
 				return false
@@ -281,15 +282,21 @@ func (r *round) lease() bool {
 // load reads the store and adopts its token. It reports whether the load
 // succeeded, and records the failure if not.
 func (r *round) load(ctx context.Context) bool {
-	began := time.Now()
-	tok, err := r.s.store.load(ctx)
-	r.s.observe(StoreLoaded{Refresh: r.id, Duration: time.Since(began), Found: tok != nil, Err: err})
+	tok, err := r.read(ctx)
 	if err != nil {
 		r.fail(err)
 		return false
 	}
 	r.adopt(tok)
 	return true
+}
+
+// read reads the store, and reports it.
+func (r *round) read(ctx context.Context) (*oauth2.Token, error) {
+	began := time.Now()
+	tok, err := r.s.store.load(ctx)
+	r.s.observe(StoreLoaded{Refresh: r.id, Duration: time.Since(began), Found: tok != nil, Err: err})
+	return tok, err
 }
 
 // adopt takes a stored token. Its refresh token replaces the source's: it
@@ -347,8 +354,8 @@ func (r *round) fetch() {
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
 	began := time.Now()
-	tok, rotated, err := s.grant.token(ctx, s.rt, cached...)
-	r.sent, r.request = !errors.As(err, new(unsentError)), time.Since(began)
+	tok, rotated, status, err := s.grant.token(ctx, s.rt, cached...)
+	r.sent, r.request, r.status = !errors.As(err, new(unsentError)), time.Since(began), status
 	if rotated != "" {
 		s.rt = rotated
 	}

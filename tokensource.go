@@ -69,10 +69,11 @@ type TokenSource struct {
 	// comparison where an event would be.
 	obs Observer
 	// refreshes counts the refreshes that started, for the events' IDs;
-	// mu guards it. lastRefresh is the ID of the last that ended.
-	refreshes   uint64
-	lastRefresh atomic.Uint64
-	waiting     waiting // only with an observer
+	// mu guards it. latest is the ID of the refresh in flight, or of the
+	// last one: the one a waiting caller waits for.
+	refreshes uint64
+	latest    atomic.Uint64
+	waiting   waiting // only with an observer
 }
 
 // waiting counts the callers waiting for a refresh, for RefreshEnded.
@@ -277,7 +278,7 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 		began := s.waiting.begin()
 		defer func() {
 			s.waiting.end()
-			s.observe(Waited{Context: ctx, Refresh: s.lastRefresh.Load(), Duration: time.Since(began), Err: err})
+			s.observe(Waited{Context: ctx, Refresh: s.latest.Load(), Duration: time.Since(began), Err: err})
 		}()
 	}
 	// A second round covers a caller that joined a refresh just as it

@@ -65,5 +65,5 @@ func Example_prometheus() {
 		}
 	}
 	// Output:
-	// refreshtoken_refreshes_total{refreshtoken_outcome="ok",refreshtoken_reason="no_token"} 1
+	// refreshtoken_refreshes_total{http_response_status_code="200",refreshtoken_outcome="ok",refreshtoken_reason="no_token"} 1
 }

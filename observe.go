@@ -110,8 +110,9 @@ type RefreshEnded struct {
 	// it took.
 	Sent    bool
 	Request time.Duration
-	// Status is the HTTP status of the endpoint's answer, and ErrorCode
-	// its OAuth error code ("invalid_grant"); zero and "" if none.
+	// Status is the HTTP status of the endpoint's error answer, and
+	// ErrorCode its OAuth error code ("invalid_grant"); zero and "" after
+	// a success (a 2xx), or if no error answer came.
 	Status    int
 	ErrorCode string
 	// Fingerprint is that of the refresh token sent, and Rotated reports
@@ -126,8 +127,8 @@ type RefreshEnded struct {
 	// TimeLeft is as in RefreshStarted: how close to expiry the refresh
 	// ran.
 	TimeLeft time.Duration
-	// RetryAt is when the next attempt may run, after a transient
-	// failure; zero otherwise.
+	// RetryAt is when the next attempt may run, after a transient or
+	// not-sent failure; zero otherwise.
 	RetryAt time.Time
 	// Waiters is how many callers were waiting for a token when the
 	// refresh ended, and LongestWait how long the first of them had.

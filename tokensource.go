@@ -273,11 +273,14 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 	if err := ctx.Err(); err != nil {
 		return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
 	}
+	// waitedFor is the refresh that answered; 0 if the caller gave up
+	// first, when the one in flight has no ID it may read.
+	var waitedFor uint64
 	if s.obs != nil {
 		began := s.waiting.begin()
 		defer func() {
 			s.waiting.end()
-			s.observe(Waited{Context: ctx, Refresh: s.lastRefresh.Load(), Duration: time.Since(began), Err: err})
+			s.observe(Waited{Context: ctx, Refresh: waitedFor, Duration: time.Since(began), Err: err})
 		}()
 	}
 	// A second round covers a caller that joined a refresh just as it
@@ -286,6 +289,7 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 	for range 2 {
 		select {
 		case r := <-s.group.DoChan(refreshKey, s.refresh):
+			waitedFor = s.lastRefresh.Load()
 			if r.Err != nil {
 				return nil, now, r.Err
 			}

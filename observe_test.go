@@ -112,7 +112,9 @@ func TestObserveRefreshStarted(t *testing.T) {
 		timeLeft time.Duration // before the token's real expiry, t0+1h
 	}{
 		{name: "early", want: refreshtoken.ReasonEarly, timeLeft: 2 * time.Minute,
-			provoke: func(clock *fakeClock, _ *refreshtoken.TokenSource, _ *oauth2.Token) { clock.Set(t0.Add(58 * time.Minute)) }},
+			provoke: func(clock *fakeClock, _ *refreshtoken.TokenSource, _ *oauth2.Token) {
+				clock.Set(t0.Add(58 * time.Minute))
+			}},
 		{name: "expired", want: refreshtoken.ReasonExpired, timeLeft: 10 * time.Second,
 			provoke: func(clock *fakeClock, _ *refreshtoken.TokenSource, _ *oauth2.Token) {
 				clock.Set(t0.Add(59*time.Minute + 50*time.Second))

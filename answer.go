@@ -164,7 +164,7 @@ var errSuperseded = errors.New("refreshtoken: another process refreshed the same
 // the later one, which the store holds. The new token is dropped unseen by
 // any caller or the callback, and the stored one used.
 func (r *round) superseded(ctx context.Context) {
-	tok, err := r.read(ctx)
+	tok, err := r.s.loadStore(ctx, r.id)
 	if err != nil {
 		r.fail(errors.Join(errSuperseded, err))
 		return

@@ -17,7 +17,8 @@ type Health struct {
 	ValidFor time.Duration
 	// RefreshIn is how long until the source refreshes in the background
 	// (the token turns stale) or tries again after a failure: zero if
-	// that is due now, or if not Ready; -1 if never.
+	// that is due now, or if not Ready; -1 if never (a token that never
+	// expires, or a rejection: no refresh until SetToken).
 	RefreshIn time.Duration
 	// Err is the last refresh's error, as [TokenSource.Err]: nil once a
 	// refresh has succeeded.
@@ -43,7 +44,13 @@ func (s *TokenSource) Health() Health {
 		h.ValidFor = e.servedUntil.Sub(now)
 	}
 	h.RefreshIn = -1
-	if !e.freshUntil.IsZero() {
+	switch {
+	case e.fail.blocked(now) && e.fail.permanent:
+		// No refresh until SetToken.
+	case e.fail.blocked(now):
+		// A stale token is not refreshed before the back-off ends.
+		h.RefreshIn = e.fail.retryAt.Sub(now)
+	case !e.freshUntil.IsZero():
 		h.RefreshIn = max(e.freshUntil.Sub(now), 0)
 	}
 	return h

@@ -130,7 +130,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	if ss.shared != nil && !ss.loaded {
 		// Learn what tok replaces, so that a retried Save can tell it
 		// from a token another process refreshed from tok.
-		ss.load(ctx)
+		s.loadStore(ctx, 0)
 	}
 	// A retried Save must not overwrite a token that another process
 	// refreshed from tok, if the failed Save landed after all: it is

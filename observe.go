@@ -113,8 +113,9 @@ type RefreshEnded struct {
 	// it took.
 	Sent    bool
 	Request time.Duration
-	// Status is the HTTP status of the endpoint's answer, and ErrorCode
-	// its OAuth error code ("invalid_grant"); zero and "" if none.
+	// Status is the HTTP status of the endpoint's answer (0 if none came,
+	// or for Cache), and ErrorCode the OAuth error code of an error answer
+	// ("invalid_grant").
 	Status    int
 	ErrorCode string
 	// Fingerprint is that of the refresh token sent, and Rotated reports
@@ -129,8 +130,8 @@ type RefreshEnded struct {
 	// TimeLeft is as in RefreshStarted: how close to expiry the refresh
 	// ran.
 	TimeLeft time.Duration
-	// RetryAt is when the next attempt may run, after a transient
-	// failure; zero otherwise.
+	// RetryAt is when the next attempt may run, after a transient or
+	// not-sent failure; zero otherwise.
 	RetryAt time.Time
 	// Waiters is how many callers were waiting for a token when the
 	// refresh ended, and LongestWait how long the first of them had.
@@ -191,7 +192,7 @@ type LockReleased struct {
 // caller's span to the refresh's.
 type Waited struct {
 	Context  context.Context
-	Refresh  uint64 // the refresh waited for; 0 if unknown
+	Refresh  uint64 // the refresh waited for: the one in flight, or the last
 	Duration time.Duration
 	Err      error
 }

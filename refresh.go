@@ -29,8 +29,10 @@ type round struct {
 	// from is the refresh token the new token replaces: the one sent, or
 	// for Cache the one a shared store was last known to hold.
 	from string
-	// tok is the token the grant or the inner source returned.
-	tok *oauth2.Token
+	// tok is the token the grant or the inner source returned, and
+	// rotated the refresh token the endpoint's answer brought, if any.
+	tok     *oauth2.Token
+	rotated string
 	// unlock releases the shared store's lock: nil if it is not held, or
 	// is left to its lease.
 	unlock func(context.Context) error
@@ -142,8 +144,10 @@ func (r *round) ended() RefreshEnded {
 	e := RefreshEnded{ID: r.id, Reason: r.reason, Err: r.err, Duration: time.Since(r.began), Sent: r.sent, Request: r.request,
 		Fingerprint: Fingerprint(r.from), TimeLeft: timeLeft(r.base, r.now)}
 	e.Status, e.ErrorCode = r.status, errorCode(r.err)
-	if r.s.grant != nil && r.sent && r.s.rt != r.from {
-		e.Rotated, e.NewFingerprint = true, Fingerprint(r.s.rt)
+	if r.rotated != "" && r.rotated != r.from {
+		// The answer's, not s.rt: a shared store may have replaced it
+		// since (superseded).
+		e.Rotated, e.NewFingerprint = true, Fingerprint(r.rotated)
 	}
 	switch {
 	case errors.Is(r.err, ErrRefreshRejected):
@@ -158,6 +162,7 @@ func (r *round) ended() RefreshEnded {
 		e.Outcome = OutcomeStored
 	case !r.sent:
 		e.Outcome = OutcomeNotSent
+		e.RetryAt = r.v.fail.retryAt
 	default:
 		e.Outcome = OutcomeTransient
 		e.RetryAt = r.v.fail.retryAt
@@ -259,7 +264,7 @@ func (r *round) lease() bool {
 	if err != nil {
 		// The wait may have ended while another process was saving the
 		// token it refreshed.
-		if tok, loadErr := r.read(ctx); loadErr == nil {
+		if tok, loadErr := r.s.loadStore(ctx, r.id); loadErr == nil {
 			r.adopt(tok)
 			if r.v.at(r.now) == fresh {
 				return false
@@ -282,7 +287,7 @@ func (r *round) lease() bool {
 // load reads the store and adopts its token. It reports whether the load
 // succeeded, and records the failure if not.
 func (r *round) load(ctx context.Context) bool {
-	tok, err := r.read(ctx)
+	tok, err := r.s.loadStore(ctx, r.id)
 	if err != nil {
 		r.fail(err)
 		return false
@@ -291,11 +296,12 @@ func (r *round) load(ctx context.Context) bool {
 	return true
 }
 
-// read reads the store, and reports it.
-func (r *round) read(ctx context.Context) (*oauth2.Token, error) {
+// loadStore reads the store, for the refresh numbered id (0 for SetToken),
+// and reports the read.
+func (s *TokenSource) loadStore(ctx context.Context, id uint64) (*oauth2.Token, error) {
 	began := time.Now()
-	tok, err := r.s.store.load(ctx)
-	r.s.observe(StoreLoaded{Refresh: r.id, Duration: time.Since(began), Found: tok != nil, Err: err})
+	tok, err := s.store.load(ctx)
+	s.observe(StoreLoaded{Refresh: id, Duration: time.Since(began), Found: tok != nil, Err: err})
 	return tok, err
 }
 
@@ -359,7 +365,7 @@ func (r *round) fetch() {
 	if rotated != "" {
 		s.rt = rotated
 	}
-	r.tok, r.err = tok, err
+	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {
 		// No answer, or an unreadable one: the server may have the
 		// request and be acting on it still. The lock is left to its

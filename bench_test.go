@@ -8,6 +8,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -66,6 +68,11 @@ func BenchmarkToken(b *testing.B) {
 	if _, err := reuse.Token(); err != nil {
 		b.Fatal(err)
 	}
+	logged := refreshtoken.Cache(oauth2.StaticTokenSource(tok), refreshtoken.WithObserver(infoObserver()))
+	defer logged.Close()
+	if _, err := logged.Token(); err != nil {
+		b.Fatal(err)
+	}
 	for _, mode := range []string{"serial", "parallel"} {
 		parallel := mode == "parallel"
 		b.Run("mode="+mode+"/impl=floor-clock", func(b *testing.B) {
@@ -86,7 +93,16 @@ func BenchmarkToken(b *testing.B) {
 		b.Run("mode="+mode+"/impl=x-oauth2-reuse", func(b *testing.B) {
 			loop(b, parallel, func() *oauth2.Token { t, _ := reuse.Token(); return t })
 		})
+		b.Run("mode="+mode+"/impl=refreshtoken+slog", func(b *testing.B) {
+			loop(b, parallel, func() *oauth2.Token { t, _ := logged.Token(); return t })
+		})
 	}
+}
+
+// infoObserver is the SlogObserver of a service that logs at Info: the
+// cost of observing on the cached path, where no event is emitted.
+func infoObserver() refreshtoken.Observer {
+	return refreshtoken.SlogObserver(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
 }
 
 // answerAtOnce is a base RoundTripper that answers without a network, so
@@ -118,12 +134,15 @@ func transports(b *testing.B, base http.RoundTripper) []struct {
 	tok := benchToken()
 	ours := refreshtoken.Cache(oauth2.StaticTokenSource(tok))
 	b.Cleanup(func() { ours.Close() })
+	logged := refreshtoken.Cache(oauth2.StaticTokenSource(tok), refreshtoken.WithObserver(infoObserver()))
+	b.Cleanup(func() { logged.Close() })
 	return []struct {
 		name string
 		rt   http.RoundTripper
 	}{
 		{"floor-fixed-header", fixedToken{auth: "Bearer " + tok.AccessToken, base: base}},
 		{"refreshtoken-Transport", &refreshtoken.Transport{Source: ours, Base: base}},
+		{"refreshtoken-Transport+slog", &refreshtoken.Transport{Source: logged, Base: base}},
 		{"x-oauth2-NewClient", &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, oauth2.StaticTokenSource(tok)), Base: base}},
 		{"x-oauth2-NewClient-over-refreshtoken", &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, ours), Base: base}},
 	}

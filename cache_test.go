@@ -26,7 +26,8 @@ import (
 )
 
 // setup starts a token server on clock and a TokenSource for one of its
-// refresh tokens, with jitter off so that the schedule is exact: with
+// refresh tokens, with jitter off so that the schedule is exact (and the
+// events checked for the server's secrets): with
 // one-hour tokens, a token issued at T turns stale at T+58m and expired at
 // T+59m50s.
 func setup(t *testing.T, clock *fakeClock, cfg refreshtokentest.Config, opts ...refreshtoken.Option) (*refreshtokentest.Server, *refreshtoken.TokenSource) {
@@ -34,7 +35,9 @@ func setup(t *testing.T, clock *fakeClock, cfg refreshtokentest.Config, opts ...
 	cfg.Clock = clock.Now
 	srv := refreshtokentest.NewServer(cfg)
 	t.Cleanup(srv.Close)
-	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0)}, opts...)
+	// A test's own observer replaces the secret scan.
+	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0),
+		refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, nil))}, opts...)
 	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid offline_access")}, opts...)
 	t.Cleanup(func() { ts.Close() })
 	return srv, ts

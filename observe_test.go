@@ -90,7 +90,7 @@ var ignoreTimes = cmp.Options{
 }
 
 // observed starts a token server on clock and a source, observed by a new
-// recorder, for the refresh token it returns.
+// recorder (after the secret scan), for the refresh token it returns.
 func observed(t *testing.T, clock *fakeClock, cfg refreshtokentest.Config, opts ...refreshtoken.Option) (*refreshtokentest.Server, *refreshtoken.TokenSource, *recorder, string) {
 	t.Helper()
 	cfg.Clock = clock.Now
@@ -98,7 +98,8 @@ func observed(t *testing.T, clock *fakeClock, cfg refreshtokentest.Config, opts 
 	t.Cleanup(srv.Close)
 	rec := &recorder{}
 	rt := srv.NewRefreshToken("openid offline_access")
-	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithObserver(rec)}, opts...)
+	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0),
+		refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, rec))}, opts...)
 	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: rt}, opts...)
 	t.Cleanup(func() { ts.Close() })
 	return srv, ts, rec, rt

@@ -75,7 +75,8 @@ func TestNoSecretInErrors(t *testing.T) {
 			defer srv.Close()
 			rt := srv.NewRefreshToken("openid")
 			ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: rt},
-				refreshtoken.WithClock(clock.Now), refreshtoken.WithRefreshTimeout(50*time.Millisecond))
+				refreshtoken.WithClock(clock.Now), refreshtoken.WithRefreshTimeout(50*time.Millisecond),
+				refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, nil)))
 			defer ts.Close()
 			tok := mustToken(t, ts)
 			secrets := []string{rt, tok.RefreshToken, tok.AccessToken, clientSecret}
@@ -115,13 +116,14 @@ func TestNoSecretInErrors(t *testing.T) {
 			}))
 			defer srv.Close()
 			conf := &oauth2.Config{ClientID: "c", ClientSecret: clientSecret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL}}
-			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt})
+			secrets := []string{rt, at, clientSecret}
+			ts := refreshtoken.New(context.Background(), conf, &oauth2.Token{RefreshToken: rt},
+				refreshtoken.WithObserver(scanSecrets(t, func() []string { return secrets }, nil)))
 			defer ts.Close()
 			_, err := ts.Token()
 			if err == nil {
 				t.Fatal("Token() succeeded")
 			}
-			secrets := []string{rt, at, clientSecret}
 			for _, l := range leaks(err, secrets) {
 				t.Error(l)
 			}

@@ -49,7 +49,8 @@ func newServer(t *testing.T, cfg refreshtokentest.Config) (*fakeClock, *refresht
 // source on clock that keeps its token in st, which the fleet shares.
 func replica(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, st refreshtoken.Store, refreshToken string, opts ...refreshtoken.Option) *refreshtoken.TokenSource {
 	t.Helper()
-	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st)}, opts...)
+	opts = append([]refreshtoken.Option{refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(st),
+		refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, nil))}, opts...)
 	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: refreshToken}, opts...)
 	t.Cleanup(func() { ts.Close() })
 	return ts

@@ -22,7 +22,8 @@ import (
 func process(t *testing.T, srv *refreshtokentest.Server, clock *fakeClock, path, refreshToken string) *refreshtoken.TokenSource {
 	t.Helper()
 	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: refreshToken},
-		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithStore(filestore.New(path)))
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithStore(filestore.New(path)),
+		refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, nil)))
 	t.Cleanup(func() { ts.Close() })
 	return ts
 }

@@ -96,6 +96,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	code := "code-" + rand.Text()
 	s.mu.Lock()
+	s.secret(code)
 	s.codes[code] = &authCode{
 		redirectURI: q.Get("redirect_uri"),
 		challenge:   challenge,

@@ -60,6 +60,7 @@ func (s *Server) deviceCode(r *http.Request) (int, map[string]any) {
 	d := &deviceAuth{userCode: userCode(), scope: params.Get("scope"), interval: s.cfg.DeviceInterval}
 	device := "dc-" + rand.Text()
 	s.mu.Lock()
+	s.secret(device)
 	d.expires = s.cfg.Clock().Add(deviceLifetime)
 	s.devices[device] = d
 	s.users[normalUserCode(d.userCode)] = d

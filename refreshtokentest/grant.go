@@ -84,7 +84,7 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		}
 	}
 	if !s.cfg.NoRotation {
-		next := "rt-" + rand.Text()
+		next := s.secret("rt-" + rand.Text())
 		rt.successor = &refreshState{family: rt.family, issuedAt: now}
 		rt.retired, rt.retiredAt, rt.delivered = true, now, false
 		s.refresh[next] = rt.successor
@@ -105,6 +105,7 @@ func (s *Server) issue(fam *family, scope string, now time.Time, reissue bool) m
 	if s.cfg.JWTAccessTokens {
 		access = jwt(map[string]any{"exp": exp.Unix(), "iat": now.Unix(), "jti": rand.Text()})
 	}
+	s.secret(access)
 	if prev, ok := s.access[fam.access]; reissue && ok && now.Before(prev) {
 		access, exp = fam.access, prev
 		secs = max(int64(prev.Sub(now)/time.Second), 1)
@@ -127,7 +128,7 @@ func (s *Server) issue(fam *family, scope string, now time.Time, reissue bool) m
 		body["expires_in"] = secs
 	}
 	if hasScope(scope, "openid") {
-		body["id_token"] = jwt(map[string]any{"sub": "user-1", "aud": s.cfg.ClientID, "iat": now.Unix(), "exp": exp.Unix()})
+		body["id_token"] = s.secret(jwt(map[string]any{"sub": "user-1", "aud": s.cfg.ClientID, "iat": now.Unix(), "exp": exp.Unix()}))
 	}
 	return body
 }
@@ -139,7 +140,7 @@ func (s *Server) login(scope string, now time.Time) (map[string]any, *family) {
 	fam := &family{scope: scope}
 	body := s.issue(fam, scope, now, false)
 	if hasScope(scope, "offline_access") {
-		rt := "rt-" + rand.Text()
+		rt := s.secret("rt-" + rand.Text())
 		s.refresh[rt] = &refreshState{family: fam}
 		fam.newest = rt
 		body["refresh_token"] = rt

@@ -36,6 +36,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -191,6 +192,7 @@ type Server struct {
 	codes   map[string]*authCode   // by authorization code
 	devices map[string]*deviceAuth // by device code
 	users   map[string]*deviceAuth // by normalised user code
+	issued  []string               // every secret issued, for Secrets
 }
 
 type injected struct {
@@ -287,9 +289,29 @@ func (s *Server) Config() *oauth2.Config {
 func (s *Server) NewRefreshToken(scope string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rt := "rt-" + rand.Text()
+	rt := s.secret("rt-" + rand.Text())
 	s.refresh[rt] = &refreshState{family: &family{scope: scope, newest: rt}}
 	return rt
+}
+
+// Secrets returns every secret the server has issued or accepts: refresh,
+// access and id tokens, authorization and device codes, and the client
+// secret. A test checks with it that none of them leaks into a log, an
+// error or an event.
+func (s *Server) Secrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	secrets := slices.Clone(s.issued)
+	if s.cfg.ClientSecret != "" {
+		secrets = append(secrets, s.cfg.ClientSecret)
+	}
+	return secrets
+}
+
+// secret records v as issued and returns it. Called with mu held.
+func (s *Server) secret(v string) string {
+	s.issued = append(s.issued, v)
+	return v
 }
 
 // Newest returns the refresh token the server issued last in the family of
@@ -429,7 +451,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.stats.Rejected++
 		return
 	case f.Truncate, f.Huge:
-		b, _ := json.Marshal(map[string]any{"access_token": "at-" + rand.Text(), "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt-" + rand.Text()})
+		b, _ := json.Marshal(map[string]any{"access_token": s.secret("at-" + rand.Text()), "token_type": "Bearer", "expires_in": 3600, "refresh_token": s.secret("rt-" + rand.Text())})
 		if f.Truncate {
 			b = b[:len(b)/2]
 		} else {

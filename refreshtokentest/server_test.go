@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -216,5 +217,22 @@ func TestNewestAndAccessExpiry(t *testing.T) {
 	s.Revoke(rt0)
 	if _, alive := s.Newest(rt1); alive {
 		t.Error("Newest after Revoke: alive, want revoked")
+	}
+}
+
+// TestSecrets: every secret of an answer, and the client's, is listed.
+func TestSecrets(t *testing.T) {
+	s := NewServer(Config{})
+	defer s.Close()
+	rt := s.NewRefreshToken("openid offline_access")
+	status, body := post(t, s, refreshForm(s, rt), false)
+	if status != 200 {
+		t.Fatalf("refresh: %d %v", status, body)
+	}
+	secrets := s.Secrets()
+	for _, want := range []any{rt, body["refresh_token"], body["access_token"], body["id_token"], "test-secret"} {
+		if w, _ := want.(string); w == "" || !slices.Contains(secrets, w) {
+			t.Errorf("Secrets() = %q, want it to hold %q", secrets, want)
+		}
 	}
 }

@@ -10,12 +10,13 @@
 //
 // Usage:
 //
-//	go run ./cmd/refreshtoken-demo [-workers 50] [-duration 5s] [-lifetime 2s]
+//	go run ./cmd/refreshtoken-demo [-workers 50] [-duration 5s] [-lifetime 2s] [-v]
 package main
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -26,8 +27,13 @@ func main() {
 	workers := flag.Int("workers", 50, "goroutines calling the API")
 	duration := flag.Duration("duration", 5*time.Second, "how long to run")
 	lifetime := flag.Duration("lifetime", 2*time.Second, "access token lifetime (whole seconds)")
+	verbose := flag.Bool("v", false, "log the source's refreshes on standard error")
 	flag.Parse()
-	if err := demo.Run(os.Stdout, *workers, *duration, *lifetime); err != nil {
+	var log io.Writer
+	if *verbose {
+		log = os.Stderr
+	}
+	if err := demo.Run(os.Stdout, log, *workers, *duration, *lifetime); err != nil {
 		fmt.Fprintln(os.Stderr, "refreshtoken-demo:", err)
 		os.Exit(1)
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
@@ -147,5 +148,28 @@ func TestServerTextEscaped(t *testing.T) {
 	_, errOut, code := e.run(e.srv.NewRefreshToken(""), "token", "-refresh-token-file", "-")
 	if code != 1 || strings.ContainsAny(errOut, "\x1b\r") || strings.Contains(errOut, "\nrefreshtoken") || !strings.Contains(errOut, `\x1b[2J\r\n`) {
 		t.Errorf("exit %d, stderr %q; want 1 and the server's text quoted", code, errOut)
+	}
+}
+
+// TestVerbose: -v logs the refreshes on standard error (a failure to be
+// retried at Warn, the refresh that then succeeds at Debug), and no token
+// or secret the server issued.
+func TestVerbose(t *testing.T) {
+	e := newEnv(t, refreshtokentest.Config{})
+	e.srv.Inject(1, refreshtokentest.Fault{Status: 503})
+	rt := e.srv.NewRefreshToken("openid offline_access")
+	out, errOut, code := e.run(rt, "token", "-v", "-refresh-token-file", "-", "-timeout", "2s")
+	if code != 0 || !strings.HasPrefix(out, "at-") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and an access token", code, out, errOut)
+	}
+	for _, want := range []string{"level=WARN", "outcome=transient", "status=503", "level=DEBUG", "outcome=ok", "rt_fingerprint=" + refreshtoken.Fingerprint(rt)} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	noSecret(t, errOut, e.srv.Secrets()...)
+	// Without -v, nothing but errors reaches standard error.
+	if _, errOut, code := e.run("", "token", "-refresh"); code != 0 || errOut != "" {
+		t.Errorf("without -v: exit %d, stderr %q; want 0 and nothing", code, errOut)
 	}
 }

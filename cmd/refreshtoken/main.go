@@ -70,6 +70,11 @@
 // lost after the request was sent, or another 5xx, is not, since the
 // server may have rotated the refresh token.
 //
+// With -v, token logs what it does on standard error (refreshes, with
+// their outcome and timing, and the state's reads and saves, as
+// refreshtoken.SlogObserver does at debug level): never a token or secret;
+// a refresh token appears only as its fingerprint.
+//
 // Exit status:
 //
 //	0  success
@@ -180,13 +185,18 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("workers", 50, "goroutines calling the API")
 	duration := fs.Duration("duration", 5*time.Second, "how long to run")
 	lifetime := fs.Duration("lifetime", 2*time.Second, "access token lifetime (whole seconds)")
+	verbose := fs.Bool("v", false, "log the source's refreshes on standard error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return exitUsage
 	}
-	if err := demo.Run(stdout, *workers, *duration, *lifetime); err != nil {
+	var log io.Writer
+	if *verbose {
+		log = stderr
+	}
+	if err := demo.Run(stdout, log, *workers, *duration, *lifetime); err != nil {
 		fmt.Fprintln(stderr, "refreshtoken demo:", err)
 		return exitError
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"strings"
 
@@ -20,7 +21,10 @@ type config struct {
 	common
 	refreshTokenFile                    string
 	idToken, asJSON, showRefresh, force bool
-	jsonBody                            bool
+	jsonBody, verbose                   bool
+	// log receives, with -v, what the source does (SlogObserver's
+	// events: never a secret); nil without.
+	log io.Writer
 }
 
 // parse reads the token command's flags and checks them.
@@ -34,6 +38,7 @@ func (c *config) parse(args []string, stderr io.Writer, getenv func(string) stri
 	fs.BoolVar(&c.showRefresh, "show-refresh-token", false, "with -json, include the refresh token")
 	fs.BoolVar(&c.force, "refresh", false, "get a new access token even if the stored one is valid")
 	fs.BoolVar(&c.jsonBody, "json-body", false, "send the refresh request as JSON instead of a form")
+	fs.BoolVar(&c.verbose, "v", false, "log what is done (refreshes, the state's reads and saves) on standard error; never a token or secret")
 	fs.DurationVar(&c.timeout, "timeout", refreshtoken.DefaultRefreshTimeout, "how long to try, retries included")
 	if err := c.common.parse(fs, args); err != nil {
 		return err
@@ -53,6 +58,9 @@ func token(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func
 		return 0
 	} else if err != nil {
 		return report(stderr, "token", err)
+	}
+	if c.verbose {
+		c.log = stderr
 	}
 	tok, ended, err := c.token(stdin, getenv)
 	if err != nil {
@@ -118,6 +126,10 @@ func (c *config) token(stdin io.Reader, getenv func(string) string) (tok *oauth2
 	}
 	if c.jsonBody {
 		opts = append(opts, refreshtoken.WithJSONBody())
+	}
+	if c.log != nil {
+		log := slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, refreshtoken.WithObserver(refreshtoken.SlogObserver(log)))
 	}
 	f := &fetch{conf: conf, opts: opts, st: st, force: c.force, timeout: c.timeout}
 	tok, err = f.token()

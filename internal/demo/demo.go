@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -19,20 +20,26 @@ import (
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
-// Run runs the demo and writes what happened to out. It returns an error
-// if any API call was rejected or failed, or any refresh token was reused.
-func Run(out io.Writer, workers int, duration, lifetime time.Duration) error {
+// Run runs the demo and writes what happened to out, and, if log is not
+// nil, what the source does (refreshtoken.SlogObserver at debug level). It
+// returns an error if any API call was rejected or failed, or any refresh
+// token was reused.
+func Run(out, log io.Writer, workers int, duration, lifetime time.Duration) error {
 	srv := refreshtokentest.NewServer(refreshtokentest.Config{Lifetime: lifetime})
 	defer srv.Close()
 	fmt.Fprintf(out, "token server on %s: %v access tokens, rotating refresh tokens with reuse detection\n", srv.URL, lifetime)
 
 	var rotations atomic.Int32
+	opts := []refreshtoken.Option{refreshtoken.WithOnNewToken(func(_ context.Context, tok *oauth2.Token) error {
+		rotations.Add(1) // a real service would save tok.RefreshToken here
+		return nil
+	})}
+	if log != nil {
+		logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, refreshtoken.WithObserver(refreshtoken.SlogObserver(logger)))
+	}
 	ts := refreshtoken.New(context.Background(), srv.Config(),
-		&oauth2.Token{RefreshToken: srv.NewRefreshToken("openid offline_access")},
-		refreshtoken.WithOnNewToken(func(_ context.Context, tok *oauth2.Token) error {
-			rotations.Add(1) // a real service would save tok.RefreshToken here
-			return nil
-		}))
+		&oauth2.Token{RefreshToken: srv.NewRefreshToken("openid offline_access")}, opts...)
 	defer ts.Close()
 	client := oauth2.NewClient(context.Background(), ts)
 

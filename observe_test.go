@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -692,5 +693,50 @@ func TestObserveSetTokenStore(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, rec.all(), ignoreTimes); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// TestSlowObserver: an observer that blocks holds up only the goroutine
+// that called it. While the background refresh's observer call is stuck,
+// callers of the stale token are handed it at once; once it returns, the
+// refresh completes.
+func TestSlowObserver(t *testing.T) {
+	clock := newFakeClock(t0)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var armed atomic.Bool
+	obs := refreshtoken.ObserverFunc(func(e refreshtoken.Event) {
+		if _, ok := e.(refreshtoken.RefreshStarted); ok && armed.Load() {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	srv, ts := setup(t, clock, refreshtokentest.Config{}, refreshtoken.WithObserver(obs))
+	tok := mustToken(t, ts)
+	armed.Store(true)
+	expiry, _ := srv.AccessExpiry(tok.AccessToken)
+	clock.Set(expiry.Add(-time.Minute)) // stale: the next Token starts a refresh
+	mustToken(t, ts)
+	recv(t, "the observer's call", entered)
+	done := make(chan error, 1)
+	go func() {
+		for range 100 {
+			got, err := ts.Token()
+			if err == nil && got.AccessToken != tok.AccessToken {
+				err = errors.New("a token other than the stale one")
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	if err := recv(t, "100 calls of Token while the observer is stuck", done); err != nil {
+		t.Fatalf("Token() = %v, want the stale token at once", err)
+	}
+	close(release)
+	refreshtoken.WaitIdle(ts)
+	if got := mustToken(t, ts); got.AccessToken == tok.AccessToken {
+		t.Error("the refresh did not complete once the observer returned")
 	}
 }

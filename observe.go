@@ -22,12 +22,22 @@ import (
 // the caller's, with no lock held. Durations in events are real
 // (monotonic) time; instants and token lifetimes are by the source's clock
 // ([WithClock]). A slow Observe delays that goroutine by
-// its own duration (callers waiting for the refresh too) and no more; it
-// must not call the source's methods, which may wait for the lock it is
-// called under, and should hand slow work to a goroutine of its own. A
-// panic in Observe is recovered and ignored. Events hold no secret: a
-// refresh token appears only as its [Fingerprint], and errors are the
-// source's, which name none.
+// its own duration (callers waiting for the refresh too) and no more, and
+// should hand slow work to a goroutine of its own. Under the lock, Observe
+// may call [TokenSource.Health] and [TokenSource.Err], which take no lock,
+// and Token once the refresh has published a fresh token (in
+// RefreshEnded); it must not call SetToken, Flush or Close, which wait
+// for the lock it is called under, nor Token when the source has no valid
+// token, which waits for the refresh that is calling Observe: either
+// never returns. A panic in Observe is recovered and ignored.
+//
+// Events hold no secret: a refresh token appears only as its
+// [Fingerprint], and the errors of the token request are the source's,
+// which name none. Errors that come from code of the user's, a [Store],
+// the [WithOnNewToken] callback, or the inner source of [Cache], are passed
+// on as they are: what they say is theirs. [Waited] and [Unauthorized]
+// hold the caller's context, which fmt prints with its values: log its
+// fields, not the event with %v.
 type Observer interface {
 	Observe(Event)
 }
@@ -134,7 +144,9 @@ type RefreshEnded struct {
 	// not-sent failure; zero otherwise.
 	RetryAt time.Time
 	// Waiters is how many callers were waiting for a token when the
-	// refresh ended, and LongestWait how long the first of them had.
+	// refresh ended, and LongestWait how long since the first of them
+	// began to wait (or an earlier caller that gave up meanwhile: the
+	// count has had no gap since it began).
 	Waiters     int
 	LongestWait time.Duration
 }
@@ -227,7 +239,11 @@ func (TokenSet) event()       {}
 
 // Fingerprint identifies a refresh token in events and logs without
 // revealing it: the first 8 hex digits of its SHA-256, so that two events
-// about one token can be matched. "" for no token.
+// about one token can be matched. "" for no token. It is unsalted, so one
+// who sees it can check a guessed token against it (one false match in
+// 2^32 guesses): that reveals nothing of a token drawn at random by the
+// server, of 128 bits or more, but a short or predictable one could be
+// found by trying.
 func Fingerprint(refreshToken string) string {
 	if refreshToken == "" {
 		return ""

@@ -740,3 +740,64 @@ func TestSlowObserver(t *testing.T) {
 		t.Error("the refresh did not complete once the observer returned")
 	}
 }
+
+// TestObserverReadsSource: an observer may call Health and Err, which take
+// no lock, from any event, and Token from RefreshEnded once the refresh has
+// a fresh token: the token is published before RefreshEnded, so Token
+// takes the fast path and does not wait for the refresh that calls it.
+func TestObserverReadsSource(t *testing.T) {
+	clock := newFakeClock(t0)
+	var src atomic.Pointer[refreshtoken.TokenSource]
+	type seen struct {
+		started, ended refreshtoken.Health
+		token          string
+	}
+	got := make(chan seen, 10)
+	var cur seen
+	obs := refreshtoken.ObserverFunc(func(e refreshtoken.Event) {
+		ts := src.Load()
+		_ = ts.Err()
+		switch e := e.(type) {
+		case refreshtoken.RefreshStarted:
+			cur = seen{started: ts.Health()}
+		case refreshtoken.RefreshEnded:
+			cur.ended = ts.Health()
+			if e.Outcome == refreshtoken.OutcomeOK {
+				tok, err := ts.Token()
+				if err != nil {
+					t.Errorf("Token() in RefreshEnded: %v", err)
+				} else {
+					cur.token = tok.AccessToken
+				}
+			}
+			got <- cur
+		default:
+			ts.Health()
+		}
+	})
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	t.Cleanup(srv.Close)
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid offline_access")},
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithObserver(obs))
+	t.Cleanup(func() { ts.Close() })
+	src.Store(ts)
+	for round := range 2 {
+		done := make(chan *oauth2.Token, 1)
+		go func() {
+			tok, err := ts.Token()
+			if err != nil {
+				t.Errorf("Token() = %v", err)
+			}
+			done <- tok
+		}()
+		tok := recv(t, "Token, with an observer that reads the source", done)
+		s := recv(t, "RefreshEnded", got)
+		if s.started.Ready || !s.ended.Ready || s.ended.ValidFor <= 0 {
+			t.Errorf("round %d: Health at start %+v, at end %+v: want not Ready, then Ready", round, s.started, s.ended)
+		}
+		if tok == nil || s.token != tok.AccessToken {
+			t.Errorf("round %d: the observer's Token is not the new token", round)
+		}
+		ts.Invalidate()
+	}
+}

@@ -586,3 +586,44 @@ func checkSecrets(t *testing.T, sec *secrets, rm metricdata.ResourceMetrics, spa
 	}
 	return scanned
 }
+
+// TestSharedObserver: one Observer shared by two sources, against its
+// documented use, neither fails nor loses a count: each source's refreshes
+// are counted and each gets a span, though the two number theirs alike.
+func TestSharedObserver(t *testing.T) {
+	r := newRig(t)
+	obs := r.observer("shared")
+	const rounds = 20
+	var wg sync.WaitGroup
+	for range 2 {
+		ts := refreshtoken.New(context.Background(), r.srv.Config(), &oauth2.Token{RefreshToken: r.srv.NewRefreshToken("openid")},
+			refreshtoken.WithClock(r.clock.Now), refreshtoken.WithObserver(obs))
+		t.Cleanup(func() { ts.Close() })
+		wg.Go(func() {
+			for range rounds {
+				if _, err := r.token(ts, "caller"); err != nil {
+					t.Errorf("Token() = %v", err)
+					return
+				}
+				ts.Invalidate()
+			}
+		})
+	}
+	wg.Wait()
+	var rm metricdata.ResourceMetrics
+	if err := r.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := points(rm, "refreshtoken.refreshes", kv("refreshtoken.outcome", "ok")); n != 2*rounds {
+		t.Errorf("refreshes ok = %v, want %d", n, 2*rounds)
+	}
+	var spans int
+	for _, s := range r.spans.Ended() {
+		if s.Name() == "refreshtoken.refresh" {
+			spans++
+		}
+	}
+	if spans != 2*rounds {
+		t.Errorf("%d refresh spans, want %d", spans, 2*rounds)
+	}
+}

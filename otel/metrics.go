@@ -57,7 +57,7 @@ func newInstruments(m metric.Meter) (instruments, error) {
 	i.timeLeft = histogram("refreshtoken.token.time_left", "Time the token in hand had before its expiry when a refresh of it ended; 0 or less: it had expired.", timeLeftBuckets)
 	var err error
 	i.backoff, err = m.Float64Gauge("refreshtoken.backoff", metric.WithUnit("s"),
-		metric.WithDescription("Back-off set by the last refresh: from its start to the next attempt after a transient failure; 0 after any other end."))
+		metric.WithDescription("Back-off set by the last refresh: from its start to the next attempt after a transient or not-sent failure; 0 after any other end."))
 	errs = append(errs, err)
 	i.waitDuration = histogram("refreshtoken.wait.duration", "Time callers waited for a refresh, having no token to be handed.", durationBuckets)
 	i.loads = counter("refreshtoken.store.loads", "{load}", "Reads of the store.")

@@ -50,7 +50,7 @@ func (r *round) save() {
 		// rotates (fosite, Hydra) answer calls still in flight with it so.
 		next.drop = drop{forced: true, rounds: d.rounds}
 	}
-	r.v, r.changed, r.replaced = next, true, true
+	r.v, r.changed, r.replaced, r.accepted = next, true, true, true
 	if saveErr != nil {
 		// The lock is kept: the store still holds the refresh token the
 		// server has retired, which no other process may send while

@@ -801,3 +801,30 @@ func TestObserverReadsSource(t *testing.T) {
 		ts.Invalidate()
 	}
 }
+
+// TestObserveFailedAfterStoredToken: a refresh that took a stale token
+// from the store (another process's, about to turn due) and then failed
+// at the endpoint is transient, not ok: the stored token is no new token,
+// and the next attempt is reported.
+func TestObserveFailedAfterStoredToken(t *testing.T) {
+	clock := newFakeClock(t0)
+	mem := refreshtokentest.NewMemoryStore(clock.Now, 0)
+	srv, other, _, _ := observed(t, clock, refreshtokentest.Config{}, refreshtoken.WithStore(mem))
+	stored := mustToken(t, other)
+	other.Close()
+	clock.Set(t0.Add(59*time.Minute + 30*time.Second)) // the stored token is stale
+
+	rec := &recorder{}
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithJitter(0), refreshtoken.WithStore(mem),
+		refreshtoken.WithObserver(scanSecrets(t, srv.Secrets, rec)))
+	defer ts.Close()
+	srv.Inject(1, refreshtokentest.Fault{Status: 503})
+	if got := mustToken(t, ts); got.AccessToken != stored.AccessToken {
+		t.Fatal("Token() is not the stored token")
+	}
+	got := only[refreshtoken.RefreshEnded](t, rec, nil)
+	if got.Outcome != refreshtoken.OutcomeTransient || !got.Sent || got.Status != 503 || got.RetryAt.IsZero() || got.Err == nil {
+		t.Errorf("RefreshEnded = %+v, want outcome transient, sent, status 503, RetryAt and Err set", got)
+	}
+}

@@ -56,6 +56,10 @@ type round struct {
 	request time.Duration
 	locked  time.Time // when the shared lock was taken; zero if not
 	status  int       // of the endpoint's answer; 0 if none came
+	// accepted: the answer's token is in use (its Save or callback may
+	// have failed). replaced alone is not: a token taken from the store
+	// before a request that failed also replaces the view.
+	accepted bool
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
@@ -152,7 +156,7 @@ func (r *round) ended() RefreshEnded {
 	switch {
 	case errors.Is(r.err, ErrRefreshRejected):
 		e.Outcome = OutcomeRejected
-	case r.sent && (r.err == nil || r.replaced):
+	case r.sent && (r.err == nil || r.accepted):
 		// A new token (its Save or callback may have failed: Err).
 		e.Outcome = OutcomeOK
 		if r.replaced && !r.v.sched.expiry.IsZero() {

@@ -29,7 +29,9 @@ import (
 // RefreshEnded); it must not call SetToken, Flush or Close, which wait
 // for the lock it is called under, nor Token when the source has no valid
 // token, which waits for the refresh that is calling Observe: either
-// never returns. A panic in Observe is recovered and ignored.
+// never returns. A panic in Observe is recovered and ignored; Observe must
+// not end its goroutine (runtime.Goexit, t.FailNow), which would leave the
+// refresh unfinished and its waiting callers waiting.
 //
 // Events hold no secret: a refresh token appears only as its
 // [Fingerprint], and the errors of the token request are the source's,

@@ -290,16 +290,6 @@ func has(set attribute.Set, want []attribute.KeyValue) bool {
 	return true
 }
 
-// lacks reports whether set holds none of the keys.
-func lacks(set attribute.Set, keys ...attribute.Key) bool {
-	for _, k := range keys {
-		if set.HasValue(k) {
-			return false
-		}
-	}
-	return true
-}
-
 // points returns the sum of the counter's points, or the count of the
 // histogram's, whose attributes hold want, and whether the metric was
 // found.

@@ -14,11 +14,16 @@
 // token with 401, so a test can check that no caller ever used an expired
 // token.
 //
+// It serves Auth0's revocation endpoint (RFC 7009) at /oauth/revoke
+// ([Server.RevokeURL]): a refresh token sent there, with the client's
+// authentication, revokes its family.
+//
 // Faults are injected per test: error answers with any status and headers
 // (429 with Retry-After and X-RateLimit-*, 5xx, invalid_grant), latency,
 // dropped connections, truncated, non-JSON and oversized bodies (see
-// [Fault] and [Server.Inject]), revocation of a family ([Server.Revoke]),
-// a reuse interval and a per-second rate limit ([Config]).
+// [Fault], [Server.Inject] and [Server.InjectRevoke]), revocation of a
+// family ([Server.Revoke]), a reuse interval and a per-second rate limit
+// ([Config]).
 //
 // For tests of code that keeps tokens, [MemoryStore] is a shared store in
 // memory with faults to switch on, and [TestStore] and [TestSharedStore]
@@ -77,6 +82,9 @@ type Config struct {
 	// the token endpoint, before it is answered: a test can count requests
 	// there, or block to hold a refresh in flight.
 	OnTokenRequest func(*http.Request)
+	// OnRevokeRequest is OnTokenRequest for the revocation endpoint,
+	// /oauth/revoke.
+	OnRevokeRequest func(*http.Request)
 	// RevokeReplacedAccess makes every grant revoke the access token the
 	// family had before, as ory/fosite and Ory Hydra do: a request still
 	// in flight with it is answered 401 once the refresh that replaced it
@@ -159,6 +167,9 @@ type Stats struct {
 	// Logins counts tokens issued by the authorization code and device
 	// grants: families started by a user's approval, not by a refresh.
 	Logins int
+	// RevokeRequests counts requests to /oauth/revoke, and Revocations
+	// those that revoked a family that was alive (see [Server.RevokeURL]).
+	RevokeRequests, Revocations int
 	// YoungestRefreshed is the shortest time (of Clock) between a
 	// refresh that issued a refresh token and the refresh that used it;
 	// zero until a refresh token issued by a refresh has been used. A
@@ -175,8 +186,9 @@ type Server struct {
 	// TokenURL is URL + "/oauth/token", APIURL URL + "/api".
 	TokenURL, APIURL string
 	// AuthURL is URL + "/authorize", DeviceAuthURL URL +
-	// "/oauth/device/code", Auth0's paths.
-	AuthURL, DeviceAuthURL string
+	// "/oauth/device/code", RevokeURL URL + "/oauth/revoke", Auth0's
+	// paths.
+	AuthURL, DeviceAuthURL, RevokeURL string
 
 	cfg Config
 	srv *httptest.Server
@@ -186,8 +198,9 @@ type Server struct {
 	refresh map[string]*refreshState // by refresh token
 	access  map[string]time.Time     // access token to expiry
 	faults  []injected
-	window  int64 // the second (UNIX) the rate limit counts in
-	inWin   int   // requests in that second
+	revokes []injected // faults of /oauth/revoke
+	window  int64      // the second (UNIX) the rate limit counts in
+	inWin   int        // requests in that second
 
 	codes   map[string]*authCode   // by authorization code
 	devices map[string]*deviceAuth // by device code
@@ -249,6 +262,7 @@ func NewServer(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
+	mux.HandleFunc("/oauth/revoke", s.serveRevoke)
 	mux.HandleFunc("/api", s.serveAPI)
 	mux.HandleFunc("/authorize", s.serveAuthorize)
 	mux.HandleFunc("/oauth/device/code", s.serveDeviceCode)
@@ -265,6 +279,7 @@ func NewServer(cfg Config) *Server {
 	s.APIURL = s.URL + "/api"
 	s.AuthURL = s.URL + "/authorize"
 	s.DeviceAuthURL = s.URL + "/oauth/device/code"
+	s.RevokeURL = s.URL + "/oauth/revoke"
 	s.srv.Start()
 	return s
 }
@@ -357,11 +372,11 @@ func (s *Server) Inject(n int, f Fault) {
 	s.faults = append(s.faults, injected{fault: f, left: n})
 }
 
-// Heal drops every injected fault.
+// Heal drops every injected fault, of both endpoints.
 func (s *Server) Heal() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = nil
+	s.faults, s.revokes = nil, nil
 }
 
 // Revoke revokes the family of refreshToken, as an administrator or a
@@ -385,12 +400,18 @@ func (s *Server) RevokeAccessTokens() {
 	clear(s.access)
 }
 
-// nextFault takes the fault for one request; called with mu held.
+// nextFault takes the fault for one token request; called with mu held.
 func (s *Server) nextFault() Fault {
-	for len(s.faults) > 0 {
-		f := &s.faults[0]
+	return next(&s.faults)
+}
+
+// next takes the oldest fault of q with requests left; called with mu
+// held.
+func next(q *[]injected) Fault {
+	for len(*q) > 0 {
+		f := &(*q)[0]
 		if f.left == 0 {
-			s.faults = s.faults[1:]
+			*q = (*q)[1:]
 			continue
 		}
 		if f.left > 0 {

@@ -37,6 +37,10 @@ type grant struct {
 	client       *http.Client
 	now          func() time.Time
 	err          error // a configuration error, returned by every refresh
+	// revokeURL is the revocation endpoint (WithRevocationURL), and
+	// revokeErr its configuration error, returned by Revoke.
+	revokeURL string
+	revokeErr error
 }
 
 func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {

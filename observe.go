@@ -52,7 +52,7 @@ func (f ObserverFunc) Observe(e Event) { f(e) }
 
 // An Event is one of the types of this file: [RefreshStarted],
 // [RefreshEnded], [StoreLoaded], [StoreSaved], [LockWaited],
-// [LockReleased], [Waited], [Unauthorized] and [TokenSet].
+// [LockReleased], [Waited], [Unauthorized], [TokenSet] and [Revoked].
 type Event interface{ event() }
 
 // Reason is why a refresh started.
@@ -95,6 +95,10 @@ const (
 	// OutcomeNotSent: the refresh failed before its request (the store
 	// could not be read or locked, the source was closed).
 	OutcomeNotSent Outcome = "not_sent"
+	// OutcomeRevoked: the store held a sign-out ([TokenSource.Revoke] or
+	// Forget, maybe in another process); nothing was sent, and no
+	// refresh runs until SetToken ([ErrRevoked]).
+	OutcomeRevoked Outcome = "revoked"
 )
 
 // RefreshStarted is a refresh that starts: it found a request needed and
@@ -229,6 +233,30 @@ type TokenSet struct {
 	Recovered   bool
 }
 
+// Revoked is a call of [TokenSource.Revoke] or [TokenSource.Forget].
+// Its store and lock events ([StoreLoaded], [StoreSaved], [LockWaited])
+// come before it, with Refresh 0.
+type Revoked struct {
+	// Fingerprint is that of the refresh token signed out; "" if the
+	// source had none, or was signed out already.
+	Fingerprint string
+	// Local reports a Forget: nothing is sent.
+	Local bool
+	// Sent reports that the revocation request was sent (it may not have
+	// arrived: Err), and Status is the HTTP status of the answer, 0 if
+	// none came.
+	Sent   bool
+	Status int
+	// Dropped reports that the source was signed out by this call (it
+	// returns ErrRevoked): false if the revocation failed, or if the
+	// source was signed out already.
+	Dropped  bool
+	Duration time.Duration // of the whole call, lock and store included
+	// Err is why the call failed: the revocation (the token is kept), or
+	// the Save of the sign-out (ErrNotSaved: the source is signed out).
+	Err error
+}
+
 func (RefreshStarted) event() {}
 func (RefreshEnded) event()   {}
 func (StoreLoaded) event()    {}
@@ -238,6 +266,7 @@ func (LockReleased) event()   {}
 func (Waited) event()         {}
 func (Unauthorized) event()   {}
 func (TokenSet) event()       {}
+func (Revoked) event()        {}
 
 // Fingerprint identifies a refresh token in events and logs without
 // revealing it: the first 8 hex digits of its SHA-256, so that two events

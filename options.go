@@ -25,6 +25,7 @@ type options struct {
 	params  url.Values
 	// allowHTTP lets New use a plain-http token URL on any host.
 	allowHTTP bool
+	revokeURL string
 	store     Store
 	obs       Observer
 }
@@ -131,6 +132,16 @@ func WithEndpointParams(params url.Values) Option {
 // the client secret. [Cache] ignores it.
 func WithAllowHTTP() Option {
 	return func(o *options) { o.allowHTTP = true }
+}
+
+// WithRevocationURL sets the revocation endpoint (RFC 7009) that
+// [TokenSource.Revoke] sends the refresh token to: on Auth0,
+// https://YOUR_DOMAIN/oauth/revoke. Like the token URL, it must use https,
+// or http to a loopback host unless [WithAllowHTTP] is given. By default
+// there is none, and Revoke returns an error without sending anything
+// (oauth2.Endpoint has no field for it). [Cache] ignores it.
+func WithRevocationURL(u string) Option {
+	return func(o *options) { o.revokeURL = u }
 }
 
 // WithStore makes the source keep its token in st, so that a rotated

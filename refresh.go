@@ -154,6 +154,8 @@ func (r *round) ended() RefreshEnded {
 		e.Rotated, e.NewFingerprint = true, Fingerprint(r.rotated)
 	}
 	switch {
+	case errors.Is(r.err, ErrRevoked):
+		e.Outcome = OutcomeRevoked
 	case errors.Is(r.err, ErrRefreshRejected):
 		e.Outcome = OutcomeRejected
 	case r.sent && (r.err == nil || r.accepted):
@@ -269,8 +271,7 @@ func (r *round) lease() bool {
 		// The wait may have ended while another process was saving the
 		// token it refreshed.
 		if tok, loadErr := r.s.loadStore(ctx, r.id); loadErr == nil {
-			r.adopt(tok)
-			if r.v.at(r.now) == fresh {
+			if !r.adopt(tok) || r.v.at(r.now) == fresh {
 				return false
 			}
 		}
@@ -289,15 +290,15 @@ func (r *round) lease() bool {
 }
 
 // load reads the store and adopts its token. It reports whether the load
-// succeeded, and records the failure if not.
+// succeeded, and records the failure if not, and whether the round goes
+// on (see adopt).
 func (r *round) load(ctx context.Context) bool {
 	tok, err := r.s.loadStore(ctx, r.id)
 	if err != nil {
 		r.fail(err)
 		return false
 	}
-	r.adopt(tok)
-	return true
+	return r.adopt(tok)
 }
 
 // loadStore reads the store, for the refresh numbered id (0 for SetToken),
@@ -314,20 +315,27 @@ func (s *TokenSource) loadStore(ctx context.Context, id uint64) (*oauth2.Token, 
 // nil), unless the endpoint has rejected it. Its access token replaces the
 // cached one if it expires later (a token given to New may be newer than a
 // store that holds only a refresh token) and is not one that was dropped.
-func (r *round) adopt(tok *oauth2.Token) {
+// A sign-out (Revoke or Forget, maybe in another process) signs the source
+// out, and adopt reports that the round ends there.
+func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 	if tok == nil {
-		return
+		return true
 	}
 	s := r.s
+	if s.grant != nil && tok.RefreshToken == signedOut {
+		r.v, r.changed, r.replaced, r.err = s.signedOut(r.v), true, true, ErrRevoked
+		return false
+	}
 	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
 		s.rt = tok.RefreshToken
 	}
 	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
 	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.sched.expiry, r.v.sched.expiry)) ||
 		stored.tok.AccessToken == r.v.drop.access {
-		return
+		return true
 	}
 	r.v, r.changed, r.replaced = stored, true, true
+	return true
 }
 
 // fetch asks the grant or the inner source for a new token. A refresh

@@ -57,6 +57,8 @@ func classify(e Event) (context.Context, slog.Level, string) {
 			return ctx, slog.LevelWarn, "refresh failed; retrying"
 		case e.Outcome == OutcomeNotSent:
 			return ctx, slog.LevelWarn, "refresh not sent; retrying"
+		case e.Outcome == OutcomeRevoked:
+			return ctx, slog.LevelInfo, "signed out in the store; sign in again"
 		case e.Err != nil && errors.Is(e.Err, ErrNotSaved):
 			return ctx, slog.LevelError, "token refreshed but not saved; a rotated refresh token may be lost"
 		case e.Err != nil:
@@ -101,6 +103,18 @@ func classify(e Event) (context.Context, slog.Level, string) {
 			return ctx, slog.LevelInfo, "token set; refreshes resume"
 		}
 		return ctx, slog.LevelInfo, "token set"
+	case Revoked:
+		switch {
+		case e.Err != nil && !e.Dropped:
+			return ctx, slog.LevelWarn, "sign-out failed; the token is kept"
+		case e.Err != nil:
+			return ctx, slog.LevelError, "signed out, but the sign-out was not saved; the store still holds the token"
+		case e.Dropped && e.Local:
+			return ctx, slog.LevelInfo, "signed out; the refresh token was dropped without revoking it"
+		case e.Dropped:
+			return ctx, slog.LevelInfo, "signed out; the refresh token was revoked"
+		}
+		return ctx, slog.LevelDebug, "signed out already"
 	}
 	return ctx, slog.LevelDebug, "event"
 }
@@ -163,6 +177,13 @@ func attrs(e Event) []slog.Attr {
 		if e.Recovered {
 			a = append(a, slog.Bool("recovered", true))
 		}
+	case Revoked:
+		a = append(a, slog.String("rt_fingerprint", e.Fingerprint), slog.Bool("local", e.Local), slog.Bool("sent", e.Sent),
+			slog.Bool("dropped", e.Dropped), slog.Duration("duration", e.Duration))
+		if e.Status != 0 {
+			a = append(a, slog.Int("status", e.Status))
+		}
+		a = appendErr(a, e.Err)
 	}
 	return a
 }

@@ -161,7 +161,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 // every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
-	g := &grant{json: o.json, params: o.params}
+	g := &grant{json: o.json, params: o.params, revokeURL: o.revokeURL}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
 		g.clientID = conf.ClientID
@@ -170,6 +170,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 		g.basicAuth = conf.Endpoint.AuthStyle == oauth2.AuthStyleInHeader
 	}
 	g.err = g.check(conf, o.allowHTTP)
+	g.revokeErr = g.checkRevoke(o.allowHTTP)
 
 	hc := http.DefaultClient
 	if c, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && c != nil {

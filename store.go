@@ -26,6 +26,14 @@ import (
 // fetched one's is. Every token the source saves has an Expiry within a
 // year, or none.
 //
+// [TokenSource.Revoke] and [TokenSource.Forget] save, in place of the
+// token, a sign-out: a token whose refresh token is
+// "refreshtoken:signed-out" and which holds nothing else (no secret). A
+// source that loads it is signed out ([ErrRevoked]), and a shared store's
+// SaveIfCurrent refuses a token refreshed from any other refresh token
+// over it. A Store needs nothing special for it: it keeps it as any token
+// with a refresh token only.
+//
 // A Store shared by several processes must implement [SharedStore].
 // Package refreshtokentest has a conformance suite for stores,
 // [github.com/tokenfresh/refreshtoken/refreshtokentest.TestStore].

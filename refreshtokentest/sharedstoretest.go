@@ -19,7 +19,8 @@ import (
 // processes have them (a store in memory may return itself twice).
 //
 // The checks: what one handle saves the other loads; SaveIfCurrent stores
-// only on an empty store or over the previous refresh token; Lock's lease
+// only on an empty store or over the previous refresh token (not over a
+// sign-out); Lock's lease
 // ends in the future by time.Now; a second Lock, on either handle, waits
 // until the lock is released, or its context ends and it returns an error
 // wrapping the context's; a second unlock leaves the next holder's lock
@@ -57,6 +58,9 @@ func TestSharedStore(t *testing.T, newStore func(t *testing.T) (a, b SharedStore
 		{"NothingStored", nil, "rt-0", true},
 		{"PreviousStored", &oauth2.Token{AccessToken: "at-0", RefreshToken: "rt-0"}, "rt-0", true},
 		{"NewerStored", &oauth2.Token{AccessToken: "at-other", RefreshToken: "rt-other"}, "rt-0", false},
+		// A process paused in a refresh must not bring a token back over
+		// the sign-out of refreshtoken's Revoke.
+		{"SignOutStored", &oauth2.Token{RefreshToken: "refreshtoken:signed-out"}, "rt-0", false},
 	} {
 		t.Run("SaveIfCurrent/"+tc.name, func(t *testing.T) {
 			a, b := newStore(t)

@@ -20,7 +20,8 @@ import (
 // The checks: Load of an empty store returns nil and no error; Load
 // returns what Save stored (the access and refresh tokens, the type,
 // ExpiresIn, and the expiry to the second, zero staying zero), for tokens
-// of up to 8 KiB and of any Unicode; Save replaces the whole token; the
+// of up to 8 KiB, of any Unicode, and the sign-out that refreshtoken.Revoke
+// saves; Save replaces the whole token; the
 // id_token and scope extras, which a store may drop, come back unchanged if
 // they come back; the token Load returns is the caller's to modify; a call
 // whose context has ended fails or does its work, and breaks nothing.
@@ -83,6 +84,8 @@ func roundTrips() []struct {
 	}{
 		{"every field", fullToken()},
 		{"a refresh token only", &oauth2.Token{RefreshToken: "rt-1"}},
+		// What refreshtoken's Revoke and Forget save.
+		{"the sign-out", &oauth2.Token{RefreshToken: "refreshtoken:signed-out"}},
 		{"no expiry", &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1"}},
 		{"a monotonic clock reading", &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: now.Add(time.Hour), ExpiresIn: 3600}},
 		{"an expiry a year ahead", &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: now.Add(365 * 24 * time.Hour), ExpiresIn: 365 * 24 * 3600}},

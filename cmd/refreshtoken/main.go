@@ -12,6 +12,7 @@
 //
 //	refreshtoken login [flags]        sign in, to store the first refresh token
 //	refreshtoken token [flags]        print a valid access token
+//	refreshtoken logout [flags]       revoke the stored refresh token and delete the session
 //	refreshtoken version              print the version
 //	refreshtoken demo [flags]         run the demo against a local token server
 //	refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -70,6 +71,16 @@
 // lost after the request was sent, or another 5xx, is not, since the
 // server may have rotated the refresh token.
 //
+// logout signs out: it sends the stored refresh token to the server's
+// revocation endpoint (RFC 7009; on Auth0 the token URL's .../oauth/token
+// made .../oauth/revoke, -revoke-url otherwise), with the same client
+// authentication as token, then deletes the session (the state and its
+// meta file). If the server cannot be reached or does not revoke the
+// token, the session is kept and logout exits 1; -force deletes it all the
+// same (the refresh token then stays valid at the server until it
+// expires), and still exits 1. A profile with no session, or whose refresh
+// token the server rejected before, is signed out with nothing sent.
+//
 // With -v, token logs what it does on standard error (refreshes, with
 // their outcome and timing, and the state's reads and saves, as
 // refreshtoken.SlogObserver does at debug level): never a token or secret;
@@ -111,6 +122,7 @@ const (
 const usage = `usage:
   refreshtoken login [flags]        sign in, to store the first refresh token
   refreshtoken token [flags]        print a valid access token
+  refreshtoken logout [flags]       revoke the stored refresh token and delete the session
   refreshtoken version              print the version
   refreshtoken demo [flags]         run the demo against a local token server
   refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -138,6 +150,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return runDemo(args[1:], stdout, stderr)
 	case "login":
 		return login(args[1:], stdout, stderr, getenv)
+	case "logout":
+		return logout(args[1:], stdout, stderr, getenv)
 	case "testserver":
 		return testServer(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -29,6 +29,10 @@
 // lock, a second load inside it and a compare-and-save make the fleet
 // refresh once per token, as one process would.
 //
+// [TokenSource.Revoke] signs the user out: it revokes the refresh token at
+// the server (RFC 7009) and leaves a sign-out in the store, after which
+// every source on it returns [ErrRevoked] until SetToken.
+//
 // The source works as is with [oauth2.NewClient], including the early
 // refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]
 // and [Transport] also recover from a 401 by refreshing once and retrying.

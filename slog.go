@@ -16,12 +16,15 @@ import (
 //     taken from the store, store reads and saves, the shared lock,
 //     callers that waited;
 //   - Info: what changes the source's course: a 401 from an API, a token
-//     set by SetToken, a Save refused because another process saved first;
+//     set by SetToken, a Save refused because another process saved first,
+//     a sign-out (Revoke, Forget, or one found in the store);
 //   - Warn: a refresh that failed and will be tried again, a store that
-//     could not be read, an API that rejected a new token too;
+//     could not be read, an API that rejected a new token too, a
+//     revocation that failed (the token is kept);
 //   - Error: a refresh token rejected for good (the user must sign in
-//     again), and a new token whose Save or callback failed (a rotated
-//     refresh token not saved may be lost).
+//     again), a new token whose Save or callback failed (a rotated
+//     refresh token not saved may be lost), and a sign-out whose Save
+//     failed.
 //
 // [Waited] and [Unauthorized] are logged with the caller's context, the
 // others with [context.Background]. An event at a level l does not enable

@@ -25,6 +25,8 @@ const (
 	resultKey    = attribute.Key("refreshtoken.unauthorized.result")
 	droppedKey   = attribute.Key("refreshtoken.unauthorized.dropped")
 	recoveredKey = attribute.Key("refreshtoken.recovered")
+	revokeKey    = attribute.Key("refreshtoken.signout.revoke")
+	signedOutKey = attribute.Key("refreshtoken.signout.dropped")
 
 	// Span attributes only.
 	idKey             = attribute.Key("refreshtoken.refresh.id")

@@ -35,6 +35,7 @@ type instruments struct {
 	lockHold          metric.Float64Histogram
 	unauthorizedCount metric.Int64Counter
 	tokenSets         metric.Int64Counter
+	signOuts          metric.Int64Counter
 }
 
 func newInstruments(m metric.Meter) (instruments, error) {
@@ -67,6 +68,7 @@ func newInstruments(m metric.Meter) (instruments, error) {
 	i.lockHold = histogram("refreshtoken.lock.hold.duration", "Time the shared store's refresh lock was held.", durationBuckets)
 	i.unauthorizedCount = counter("refreshtoken.unauthorized", "{response}", "401 answers met by the Transport, by what it did.")
 	i.tokenSets = counter("refreshtoken.token.sets", "{call}", "Calls of SetToken.")
+	i.signOuts = counter("refreshtoken.signouts", "{call}", "Calls of Revoke and Forget.")
 	return i, errors.Join(errs...)
 }
 
@@ -139,4 +141,9 @@ func (i *instruments) unauthorized(base []attribute.KeyValue, e refreshtoken.Una
 
 func (i *instruments) tokenSet(base []attribute.KeyValue, e refreshtoken.TokenSet) {
 	i.tokenSets.Add(context.Background(), 1, with(base, recoveredKey.Bool(e.Recovered)))
+}
+
+func (i *instruments) revoked(base []attribute.KeyValue, e refreshtoken.Revoked) {
+	attrs := statusAttr([]attribute.KeyValue{revokeKey.Bool(!e.Local), signedOutKey.Bool(e.Dropped)}, e.Status)
+	i.signOuts.Add(context.Background(), 1, with(base, errorAttr(attrs, errorType(e.Err))...))
 }

@@ -175,6 +175,8 @@ func (o *Observer) Observe(e refreshtoken.Event) {
 		unauthorizedEvent(e)
 	case refreshtoken.TokenSet:
 		o.m.tokenSet(o.attrs, e)
+	case refreshtoken.Revoked:
+		o.m.revoked(o.attrs, e)
 	}
 }
 

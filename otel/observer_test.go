@@ -617,3 +617,46 @@ func TestSharedObserver(t *testing.T) {
 		t.Errorf("%d refresh spans, want %d", spans, 2*rounds)
 	}
 }
+
+// TestSignOutMetric: Revoke and Forget are counted, with whether the
+// server was asked, whether the source was signed out, the status and
+// the error.
+func TestSignOutMetric(t *testing.T) {
+	r := newRig(t)
+	rt := r.srv.NewRefreshToken("")
+	ts := refreshtoken.New(context.Background(), r.srv.Config(), &oauth2.Token{RefreshToken: rt},
+		refreshtoken.WithClock(r.clock.Now), refreshtoken.WithRevocationURL(r.srv.RevokeURL),
+		refreshtoken.WithObserver(r.observer("a")))
+	ctx := context.Background()
+	r.srv.InjectRevoke(1, refreshtokentest.Fault{Status: http.StatusServiceUnavailable})
+	if err := ts.Revoke(ctx); err == nil {
+		t.Fatal("Revoke() with the endpoint answering 503 = nil, want an error")
+	}
+	if err := ts.Revoke(ctx); err != nil {
+		t.Fatalf("Revoke() = %v", err)
+	}
+	if err := ts.Forget(ctx); err != nil { // signed out already
+		t.Fatalf("Forget() = %v", err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := r.reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	a := kv("source", "a")
+	for _, tt := range []struct {
+		name  string
+		attrs []attribute.KeyValue
+		want  float64
+	}{
+		{"all", []attribute.KeyValue{a}, 3},
+		{"failed", []attribute.KeyValue{a, attribute.Bool("refreshtoken.signout.revoke", true), attribute.Bool("refreshtoken.signout.dropped", false),
+			attribute.Int("http.response.status_code", 503), kv("error.type", "server_error")}, 1},
+		{"revoked", []attribute.KeyValue{a, attribute.Bool("refreshtoken.signout.revoke", true), attribute.Bool("refreshtoken.signout.dropped", true),
+			attribute.Int("http.response.status_code", 200)}, 1},
+		{"forgotten, signed out already", []attribute.KeyValue{a, attribute.Bool("refreshtoken.signout.revoke", false), attribute.Bool("refreshtoken.signout.dropped", false)}, 1},
+	} {
+		if got, found := points(rm, "refreshtoken.signouts", tt.attrs...); !found || got != tt.want {
+			t.Errorf("%s: refreshtoken.signouts%v = %v (found %v), want %v", tt.name, tt.attrs, got, found, tt.want)
+		}
+	}
+}

@@ -12,8 +12,16 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// ErrClosed is returned by Token and TokenContext after Close.
+// ErrClosed is returned by Token and TokenContext after Close, and by a
+// [Pool]'s calls after its Close.
 var ErrClosed = errors.New("refreshtoken: token source closed")
+
+// ErrNoToken is wrapped by the error of a refresh that has no refresh token
+// to send: none was given to [New] or [TokenSource.SetToken], and the
+// [Store] holds none (a [Pool] key whose user has not signed in). The
+// store is read again after the back-off of a [*RetryError]; SetToken
+// ends the back-off.
+var ErrNoToken = errors.New("refreshtoken: no refresh token: none was given and the store holds none (the user must sign in, then SetToken)")
 
 // TokenSource is an [oauth2.TokenSource] that caches an access token and
 // refreshes it shortly before it expires: in the background while the old
@@ -175,6 +183,18 @@ func (s *TokenSource) init(c *config, st Store) {
 // every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
+	s := new(TokenSource)
+	s.init(newGrantConfig(ctx, conf, o), o.store)
+	if tok != nil {
+		s.rt = tok.RefreshToken
+	}
+	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
+	return s
+}
+
+// newGrantConfig returns the config of sources that use the refresh grant
+// of conf: New's, and a Pool's, whose sources share it.
+func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config {
 	g := &grant{json: o.json, params: o.params}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
@@ -196,13 +216,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	c := newConfig(ctx, o)
 	c.grant = g
 	g.now = c.now
-	s := new(TokenSource)
-	s.init(c, o.store)
-	if tok != nil {
-		s.rt = tok.RefreshToken
-	}
-	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
-	return s
+	return c
 }
 
 // Cache returns a TokenSource that caches the tokens of src, with the same

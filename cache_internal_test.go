@@ -71,7 +71,7 @@ func TestCacheOverCachingSource(t *testing.T) {
 	const hours = 3
 	for ; now.Before(t0.Add(hours * time.Hour)); now = now.Add(time.Second) {
 		if e := ts.cur.Load(); e.at(now) == stale && !e.fail.blocked(now) {
-			ts.refresh()
+			ts.refresh(nil)
 		}
 		e, _, err := ts.current(context.Background())
 		if err != nil {
@@ -109,10 +109,10 @@ func TestFresh(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEntry(view{tok: tok, sched: schedule{refreshAt: tt.refreshAt, expiredAt: tt.expiredAt}})
-			if got := (&TokenSource{}).fresh(e); got != tt.want {
+			if got := (&TokenSource{config: &config{}}).fresh(e); got != tt.want {
 				t.Errorf("fresh() with the default clock = %v, want %v", got, tt.want)
 			}
-			set := &TokenSource{clock: func() time.Time { return now }}
+			set := &TokenSource{config: &config{clock: func() time.Time { return now }}}
 			if got := set.fresh(e); got != tt.want {
 				t.Errorf("fresh() with a set clock = %v, want %v", got, tt.want)
 			}
@@ -121,7 +121,7 @@ func TestFresh(t *testing.T) {
 			}
 		})
 	}
-	if (&TokenSource{}).fresh(&entry{}) {
+	if (&TokenSource{config: &config{}}).fresh(&entry{}) {
 		t.Error("fresh() of an entry with no token = true")
 	}
 }

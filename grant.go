@@ -95,7 +95,7 @@ func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok
 		return nil, "", 0, unsentError{g.err}
 	}
 	if rt == "" {
-		return nil, "", 0, unsentError{errors.New("refreshtoken: the source has no refresh token")}
+		return nil, "", 0, unsentError{ErrNoToken}
 	}
 	req, err := g.request(ctx, rt)
 	if err != nil {

@@ -164,6 +164,11 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 func (s *TokenSource) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.flush()
+}
+
+// flush is Flush, called with mu held.
+func (s *TokenSource) flush() error {
 	if s.store == nil || s.store.pending == nil {
 		return nil
 	}

@@ -13,7 +13,8 @@ import (
 // connection does not hold every waiting caller for minutes.
 const DefaultRefreshTimeout = 30 * time.Second
 
-// An Option configures a [TokenSource] made by [New] or [Cache].
+// An Option configures a [TokenSource] made by [New] or [Cache], or the
+// sources of a [Pool].
 type Option func(*options)
 
 type options struct {
@@ -28,6 +29,9 @@ type options struct {
 	revokeURL string
 	store     Store
 	obs       Observer
+	// poolSize and poolIdle bound a Pool: zero is no bound.
+	poolSize int
+	poolIdle time.Duration
 }
 
 func resolve(opts []Option) options {
@@ -165,4 +169,23 @@ func WithStore(st Store) Option {
 // pays nothing for it.
 func WithObserver(obs Observer) Option {
 	return func(o *options) { o.obs = obs }
+}
+
+// WithPoolSize makes a [Pool] keep at most n sources: beyond n, the least
+// recently used idle sources are evicted, to be made again from their
+// stores when their keys are next used. Sources in use, refreshing, or
+// holding a token whose Save failed are not evicted, and may take the
+// Pool past n meanwhile. The default, also used for n <= 0, is no bound.
+// New and Cache ignore it.
+func WithPoolSize(n int) Option {
+	return func(o *options) { o.poolSize = max(n, 0) }
+}
+
+// WithPoolIdle makes a [Pool] evict the sources that no call has used for
+// d, by the clock of [WithClock]: a user gone for the day costs no memory,
+// and their token stays in the store. Idle sources are found during the
+// Pool's calls, a few per call, not by a timer. The default, also used for
+// d <= 0, is never. New and Cache ignore it.
+func WithPoolIdle(d time.Duration) Option {
+	return func(o *options) { o.poolIdle = max(d, 0) }
 }

@@ -10,9 +10,6 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// refreshKey is the singleflight key of the one refresh in flight.
-const refreshKey = "refresh"
-
 // round is one refresh. Its steps build the next entry's view and the
 // callers' error; publish stores the view, in the one place a refresh
 // changes what Token hands out.
@@ -62,10 +59,9 @@ type round struct {
 	accepted bool
 }
 
-// refresh is the one refresh in flight, run by singleflight in a goroutine
-// of its own so that no caller's context can cancel it. It returns the
+// refresh is f, the one refresh in flight, run by fly. It returns the
 // entry to hand out from.
-func (s *TokenSource) refresh() (any, error) {
+func (s *TokenSource) refresh(f *flight) (*entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
@@ -74,7 +70,7 @@ func (s *TokenSource) refresh() (any, error) {
 	// entry, marked started, would never be refreshed in the background.
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
-	s.group.Forget(refreshKey)
+	s.flight.CompareAndSwap(f, nil)
 	// Close sets closed, then calls stopping: it stops this refresh, or
 	// this refresh sees closed.
 	prep, stop := context.WithCancel(s.ctx)
@@ -113,8 +109,8 @@ func (r *round) release() {
 }
 
 // run runs the steps of the round, each of which reports whether the
-// round goes on. singleflight would re-panic in a goroutine no caller can
-// recover in: a panic of the inner source or of the callback is a failed
+// round goes on. fly would let a panic end the program, in a goroutine
+// no caller can recover in: a panic of the inner source or of the callback is a failed
 // refresh.
 func (r *round) run() {
 	defer func() {
@@ -391,7 +387,7 @@ func (r *round) fetch() {
 // and returns what the callers get. A drop (Invalidate, a 401) that came
 // during the round is kept, unless the round got a new token: a token
 // dropped meanwhile is not brought back.
-func (r *round) publish() (any, error) {
+func (r *round) publish() (*entry, error) {
 	e := r.base
 	for r.changed {
 		cur := r.s.cur.Load()

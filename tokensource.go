@@ -10,11 +10,18 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
-	"golang.org/x/sync/singleflight"
 )
 
-// ErrClosed is returned by Token and TokenContext after Close.
+// ErrClosed is returned by Token and TokenContext after Close, and by a
+// [Pool]'s calls after its Close.
 var ErrClosed = errors.New("refreshtoken: token source closed")
+
+// ErrNoToken is wrapped by the error of a refresh that has no refresh token
+// to send: none was given to [New] or [TokenSource.SetToken], and the
+// [Store] holds none (a [Pool] key whose user has not signed in). The
+// store is read again after the back-off of a [*RetryError]; SetToken
+// ends the back-off.
+var ErrNoToken = errors.New("refreshtoken: no refresh token: none was given and the store holds none (the user must sign in, then SetToken)")
 
 // TokenSource is an [oauth2.TokenSource] that caches an access token and
 // refreshes it shortly before it expires: in the background while the old
@@ -33,8 +40,8 @@ type TokenSource struct {
 	cur atomic.Pointer[entry]
 
 	// mu serialises refreshes, SetToken and Flush, and guards rt,
-	// rejected, policy and the store's state. singleflight alone runs
-	// one refresh at a time, but SetToken and Flush do not go through it.
+	// rejected, policy and the store's state. The flight alone runs one
+	// refresh at a time, but SetToken and Flush do not go through it.
 	mu sync.Mutex
 	// rt is the refresh token the grant sends: its one owner. Only a
 	// refresh (a rotation, a load from the store) and SetToken write it.
@@ -45,8 +52,31 @@ type TokenSource struct {
 	policy   policy
 	store    *storeSync // nil without WithStore
 
-	group singleflight.Group
-	grant *grant             // the refresh grant, for New
+	// config is what the source shares with the other sources made by
+	// the same Pool (New and Cache make one per source): set once, never
+	// modified. Sharing it keeps an idle source small.
+	*config
+	// flight is the refresh in flight that callers join, nil if none: the
+	// source's singleflight (see join).
+	flight atomic.Pointer[flight]
+
+	// stopping cancels the steps of the refresh in flight that come
+	// before its request (reading the store, waiting for its lock): Close
+	// calls it. Nil when no refresh runs.
+	stopping atomic.Pointer[context.CancelFunc]
+	closed   atomic.Bool
+
+	// refreshes counts the refreshes that started, for the events' IDs;
+	// mu guards it. latest is the ID of the refresh in flight, or of the
+	// last one: the one a waiting caller waits for.
+	refreshes uint64
+	latest    atomic.Uint64
+	waiting   *waiting // only with an observer; nil otherwise
+}
+
+// config is the part of a source that New, Cache or a Pool set once.
+type config struct {
+	grant *grant             // the refresh grant, for New and Pool
 	src   oauth2.TokenSource // the inner source, for Cache
 	onNew func(ctx context.Context, tok *oauth2.Token) error
 
@@ -59,21 +89,14 @@ type TokenSource struct {
 	// caller and not Close may cut off a request the server may already
 	// have acted on.
 	ctx context.Context
-	// stopping cancels the steps of the refresh in flight that come
-	// before its request (reading the store, waiting for its lock): Close
-	// calls it. Nil when no refresh runs.
-	stopping atomic.Pointer[context.CancelFunc]
-	closed   atomic.Bool
-
 	// obs is the observer; nil without WithObserver, which costs one
 	// comparison where an event would be.
 	obs Observer
-	// refreshes counts the refreshes that started, for the events' IDs;
-	// mu guards it. latest is the ID of the refresh in flight, or of the
-	// last one: the one a waiting caller waits for.
-	refreshes uint64
-	latest    atomic.Uint64
-	waiting   waiting // only with an observer
+}
+
+// newConfig returns the config of o, with the values of ctx.
+func newConfig(ctx context.Context, o options) *config {
+	return &config{onNew: o.onNew, window: o.window, clock: o.clock, timeout: o.timeout, ctx: context.WithoutCancel(ctx), obs: o.obs}
 }
 
 // waiting counts the callers waiting for a refresh, for RefreshEnded.
@@ -104,6 +127,9 @@ func (w *waiting) end() {
 
 // count returns how many callers wait, and how long the first has.
 func (w *waiting) count() (int, time.Duration) {
+	if w == nil {
+		return 0, 0
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.n == 0 {
@@ -112,20 +138,16 @@ func (w *waiting) count() (int, time.Duration) {
 	return w.n, time.Since(w.since)
 }
 
-func newTokenSource(ctx context.Context, o options) *TokenSource {
-	s := &TokenSource{
-		onNew:   o.onNew,
-		window:  o.window,
-		clock:   o.clock,
-		timeout: o.timeout,
-		ctx:     context.WithoutCancel(ctx),
-		obs:     o.obs,
+// init readies s, a zero TokenSource, to use c and st (nil: no store).
+func (s *TokenSource) init(c *config, st Store) {
+	s.config = c
+	if c.obs != nil {
+		s.waiting = new(waiting)
 	}
-	if o.store != nil {
-		s.store = newStoreSync(o.store)
+	if st != nil {
+		s.store = newStoreSync(st)
 	}
 	s.cur.Store(&entry{})
-	return s
 }
 
 // New returns a TokenSource that gets access tokens from the refresh grant
@@ -161,6 +183,18 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 // every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
+	s := new(TokenSource)
+	s.init(newGrantConfig(ctx, conf, o), o.store)
+	if tok != nil {
+		s.rt = tok.RefreshToken
+	}
+	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
+	return s
+}
+
+// newGrantConfig returns the config of sources that use the refresh grant
+// of conf: New's, and a Pool's, whose sources share it.
+func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config {
 	g := &grant{json: o.json, params: o.params, revokeURL: o.revokeURL}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
@@ -180,14 +214,10 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	g.client = &client
 
-	s := newTokenSource(ctx, o)
-	s.grant = g
-	g.now = s.now
-	if tok != nil {
-		s.rt = tok.RefreshToken
-	}
-	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
-	return s
+	c := newConfig(ctx, o)
+	c.grant = g
+	g.now = c.now
+	return c
 }
 
 // Cache returns a TokenSource that caches the tokens of src, with the same
@@ -207,8 +237,11 @@ func Cache(src oauth2.TokenSource, opts ...Option) *TokenSource {
 	if ts, ok := src.(*TokenSource); ok {
 		return ts
 	}
-	s := newTokenSource(context.Background(), resolve(opts))
-	s.src = src
+	o := resolve(opts)
+	c := newConfig(context.Background(), o)
+	c.src = src
+	s := new(TokenSource)
+	s.init(c, o.store)
 	return s
 }
 
@@ -257,7 +290,7 @@ func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 		return e, now, nil
 	case stale:
 		if !e.fail.blocked(now) && e.started.CompareAndSwap(false, true) {
-			s.group.DoChan(refreshKey, s.refresh)
+			s.join()
 		}
 		return e, now, nil
 	}
@@ -286,12 +319,13 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 	// ended, and whose token the caller's clock already finds expired;
 	// refresh never returns an expired token of its own.
 	for range 2 {
+		f := s.join()
 		select {
-		case r := <-s.group.DoChan(refreshKey, s.refresh):
-			if r.Err != nil {
-				return nil, now, r.Err
+		case <-f.done:
+			if f.err != nil {
+				return nil, now, f.err
 			}
-			e := r.Val.(*entry)
+			e := f.e
 			if now := s.now(); e.at(now) != expired {
 				return e, now, nil
 			}
@@ -302,10 +336,45 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 	return nil, now, errors.New("refreshtoken: the new token expired before it could be handed out")
 }
 
+// flight is one refresh, which the callers that join it share: done is
+// closed once e and err are set.
+type flight struct {
+	done chan struct{}
+	e    *entry
+	err  error
+}
+
+// join returns the refresh in flight, and starts one if there is none, in
+// a goroutine of its own so that no caller's context can cancel it. This is
+// singleflight for one key, without the map that a singleflight.Group keeps
+// once used: an idle source holds one pointer for it.
+func (s *TokenSource) join() *flight {
+	for {
+		if f := s.flight.Load(); f != nil {
+			return f
+		}
+		f := &flight{done: make(chan struct{})}
+		if s.flight.CompareAndSwap(nil, f) {
+			go s.fly(f)
+			return f
+		}
+	}
+}
+
+// fly runs the refresh f. As with singleflight, a panic that escapes it
+// ends the program; done is closed first.
+func (s *TokenSource) fly(f *flight) {
+	defer close(f.done)
+	// refresh forgets f as soon as it holds mu; this covers a refresh
+	// that returned before that.
+	defer s.flight.CompareAndSwap(f, nil)
+	f.e, f.err = s.refresh(f)
+}
+
 // now reads the source's clock.
-func (s *TokenSource) now() time.Time {
-	if s.clock != nil {
-		return s.clock()
+func (c *config) now() time.Time {
+	if c.clock != nil {
+		return c.clock()
 	}
 	return time.Now()
 }

@@ -62,6 +62,11 @@ type workerConfig struct {
 	Early, Jitter    time.Duration
 	Timeout, Lease   time.Duration
 	ClientID, Secret string
+	// Users, if set, makes the worker run a Pool over these Redis keys,
+	// one per user, of at most PoolSize sources, instead of one source:
+	// each call is for the next user.
+	Users    []string
+	PoolSize int
 }
 
 // workerResult is what a worker saw, printed as its last line.
@@ -124,10 +129,24 @@ func runWorker(cfgJSON string) int {
 	conf := &oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.Secret,
 		Endpoint: oauth2.Endpoint{TokenURL: cfg.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: pidTransport{}})
-	ts := refreshtoken.New(ctx, conf, &oauth2.Token{RefreshToken: cfg.RefreshToken},
-		refreshtoken.WithStore(redisstore.New(rdb, cfg.Key, redisstore.WithLease(cfg.Lease))),
-		refreshtoken.WithEarlyRefresh(cfg.Early), refreshtoken.WithJitter(cfg.Jitter),
-		refreshtoken.WithRefreshTimeout(cfg.Timeout))
+	opts := []refreshtoken.Option{refreshtoken.WithEarlyRefresh(cfg.Early), refreshtoken.WithJitter(cfg.Jitter),
+		refreshtoken.WithRefreshTimeout(cfg.Timeout)}
+	var ts *refreshtoken.TokenSource
+	var token func() (*oauth2.Token, error)
+	if len(cfg.Users) > 0 {
+		pool := refreshtoken.NewPool(ctx, conf, func(key string) refreshtoken.Store {
+			return redisstore.New(rdb, key, redisstore.WithLease(cfg.Lease))
+		}, append(opts, refreshtoken.WithPoolSize(cfg.PoolSize))...)
+		defer pool.Close()
+		var next atomic.Uint64
+		token = func() (*oauth2.Token, error) {
+			return pool.Token(context.Background(), cfg.Users[next.Add(1)%uint64(len(cfg.Users))])
+		}
+	} else {
+		ts = refreshtoken.New(ctx, conf, &oauth2.Token{RefreshToken: cfg.RefreshToken},
+			append(opts, refreshtoken.WithStore(redisstore.New(rdb, cfg.Key, redisstore.WithLease(cfg.Lease))))...)
+		token = ts.Token
+	}
 
 	stop := make(chan struct{})
 	go func() {
@@ -147,7 +166,7 @@ func runWorker(cfgJSON string) int {
 					return
 				case <-time.After(cfg.Pace): // a service does other work between calls
 				}
-				tok, err := ts.Token()
+				tok, err := token()
 				if err != nil {
 					atomic.AddInt64(&res.Errors, 1)
 					firstErr.Do(func() { res.FirstError = err.Error() })
@@ -174,30 +193,37 @@ func runWorker(cfgJSON string) int {
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		failing := false
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if now := ts.Err() != nil; now != failing {
-				failing = now
-				if failing {
-					say("failing")
-				}
-			}
-		}
-	}()
+	if ts != nil {
+		wg.Add(1)
+		go watchErr(ts, stop, &wg, say)
+	}
 	say("ready")
 	wg.Wait()
-	ts.Close()
+	if ts != nil {
+		ts.Close()
+	}
 	b, _ := json.Marshal(&res)
 	say("result " + string(b))
 	return 0
+}
+
+// watchErr says "failing" whenever the source's Err turns non-nil.
+func watchErr(ts *refreshtoken.TokenSource, stop <-chan struct{}, wg *sync.WaitGroup, say func(string)) {
+	defer wg.Done()
+	failing := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		if now := ts.Err() != nil; now != failing {
+			failing = now
+			if failing {
+				say("failing")
+			}
+		}
+	}
 }
 
 // worker is a running worker process.
@@ -482,4 +508,53 @@ func TestFleetRedisRestart(t *testing.T) {
 	if st.ReuseEvents != 0 || st.ReuseTolerated != 0 || st.Refreshes != st.TokenRequests {
 		t.Errorf("reuse events %d, tolerated %d, %d token requests for %d refreshes; want 0, 0, equal", st.ReuseEvents, st.ReuseTolerated, st.TokenRequests, st.Refreshes)
 	}
+}
+
+// TestFleetPool: several processes each run a Pool over the same users,
+// each user's token in Redis under a key of its own, with fewer sources
+// than users, so that every process evicts and makes again its sources all
+// the time. For the whole fleet each user's token is refreshed once per
+// lifetime, in its early window, by one process; no refresh token is sent
+// twice; no caller fails or is handed an expired token.
+func TestFleetPool(t *testing.T) {
+	const processes, users, generations = 3, 12, 3
+	rs := startRedis(t)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Lifetime: workerLifetime})
+	defer srv.Close()
+	cfg := fleetSettings(srv, rs, "", "")
+	cfg.PoolSize = users / 2
+	ctx := context.Background()
+	for i := range users {
+		key := fmt.Sprintf("refreshtoken:pool:user-%d", i)
+		// The user signed in: one process saved their token.
+		if err := redisstore.New(rs.Client(), key).Save(ctx, &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid")}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Users = append(cfg.Users, key)
+	}
+
+	start := time.Now()
+	fleet := startFleet(t, processes, cfg)
+	waitRefreshes(t, srv, users*generations)
+	total := stopFleet(t, fleet)
+	elapsed := time.Since(start)
+
+	st := srv.Stats()
+	if st.ReuseEvents != 0 || st.ReuseTolerated != 0 || st.ReplacedSent != 0 {
+		t.Errorf("reuse events %d, tolerated %d, replaced tokens sent %d; want 0", st.ReuseEvents, st.ReuseTolerated, st.ReplacedSent)
+	}
+	if st.Rejected != 0 || st.Refreshes != st.TokenRequests {
+		t.Errorf("%d token requests for %d refreshes, %d rejected; want one request per refresh", st.TokenRequests, st.Refreshes, st.Rejected)
+	}
+	// A process that missed another's refresh would refresh the new token
+	// at once.
+	if st.YoungestRefreshed < workerLifetime/4 {
+		t.Errorf("a token was refreshed at %v of age; want none before %v", st.YoungestRefreshed, workerLifetime/4)
+	}
+	if most := users * (int(elapsed/(workerLifetime-cfg.Early)) + 1); st.Refreshes > most {
+		t.Errorf("%d refreshes of %d users in %v; one process per user would make at most %d", st.Refreshes, users, elapsed, most)
+	}
+	t.Logf("%d processes × %d goroutines, Pools of %d sources over %d users, %.1f s: %d refreshes in %d token requests, youngest token refreshed at %v; %d reuse events; %d tokens handed out, %d API calls, %d rejected",
+		processes, cfg.Goroutines, cfg.PoolSize, users, elapsed.Seconds(), st.Refreshes, st.TokenRequests,
+		st.YoungestRefreshed.Round(time.Millisecond), st.ReuseEvents, total.Tokens, st.APICalls, st.APIRejected)
 }

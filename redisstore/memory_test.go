@@ -33,6 +33,7 @@ func kinds(rdb redis.UniversalClient) []struct {
 	make func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource
 } {
 	ctx := context.Background()
+	var pool *poolOf
 	return []struct {
 		name string
 		make func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource
@@ -44,10 +45,30 @@ func kinds(rdb redis.UniversalClient) []struct {
 		{"impl=refreshtoken", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
 			return refreshtoken.New(ctx, conf, tok)
 		}},
+		{"impl=pool+redisstore", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
+			// One Pool for all the sources of a measurement: its first
+			// use makes it, which the 10,000 sources amortise.
+			if pool == nil || pool.conf != conf {
+				pool = &poolOf{conf: conf, p: refreshtoken.NewPool(ctx, conf, func(key string) refreshtoken.Store {
+					return redisstore.New(rdb, "refreshtoken:"+conf.ClientID+":"+key)
+				})}
+			}
+			key := fmt.Sprintf("user-%06d", i)
+			if err := pool.p.SetToken(ctx, key, tok); err != nil {
+				panic(err)
+			}
+			return pool.p.TokenSource(key)
+		}},
 		{"impl=x-oauth2", func(conf *oauth2.Config, tok *oauth2.Token, i int) oauth2.TokenSource {
 			return oauth2.ReuseTokenSource(tok, conf.TokenSource(ctx, tok))
 		}},
 	}
+}
+
+// poolOf is the Pool of one measurement.
+type poolOf struct {
+	conf *oauth2.Config
+	p    *refreshtoken.Pool
 }
 
 // measureIdle makes n sources with mk, has each hand out its token once,

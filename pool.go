@@ -1,0 +1,354 @@
+package refreshtoken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// A Pool hands out access tokens per key (a user, a tenant), each from a
+// source of its own that the Pool creates on the key's first use from the
+// key's [Store] and evicts once idle: the way to hold the refresh tokens of
+// many users. Every source of a Pool uses the same *oauth2.Config and the
+// same options as [New]'s, which they share.
+//
+// A Pool never hands out a key's source itself, only what resolves the key
+// at each call ([Pool.Token], [Pool.TokenSource], [Pool.Transport],
+// [Pool.Client]): a source held by the application beside a newer one that
+// the Pool made after evicting it would send the same refresh token, and
+// with rotation that second use gets the whole token family revoked. A
+// call pins the source for its duration. A source is evicted only when no
+// call is inside it and no refresh is in flight, after a token whose Save
+// failed has been saved (one that cannot be saved stays); a call for a key
+// being evicted waits for the eviction to end and then loads the key's
+// store afresh, so that it starts from the latest rotation. A key evicted
+// while its access token is fresh comes back with no request.
+//
+// Eviction is checked on the Pool's calls, not by a goroutine or a timer:
+// beyond [WithPoolSize] sources, the least recently used are evicted, and
+// with [WithPoolIdle], those unused for that long. The bound is not a hard
+// limit: sources in use, refreshing, or holding an unsaved token stay.
+//
+// A Pool is safe for concurrent use by multiple goroutines: however many
+// ask for a key at once, it makes one source for it, which makes one
+// request at a time. The zero value is not usable; make one with
+// [NewPool].
+type Pool struct {
+	conf  *config // shared by every source
+	store func(key string) Store
+	err   error // a configuration error, returned by every call
+	size  int
+	idle  time.Duration
+	epoch time.Time // member.used counts from it, by the pool's clock
+
+	// mu guards keys, closed, leaving, the list and the pool fields of
+	// every member (prev, next, used, gone), and is never held across a
+	// call into a source or a store: only a source's TryLock is made under it.
+	mu     sync.Mutex
+	keys   map[string]*member
+	root   member // of the list of members, most recently used first
+	closed bool
+	// leaving counts the members being evicted, which keys still holds.
+	leaving int
+}
+
+// member is a key's source and its place in the Pool. A member is one
+// allocation: an idle key costs its source and little more.
+type member struct {
+	TokenSource
+	key        string
+	prev, next *member // the list of members, most recently used first
+	used       time.Duration
+	// users counts the calls inside the source. It is incremented only
+	// with the Pool's mu held, so that an eviction, which reads it under
+	// mu, cannot race with a call coming in; it is decremented without.
+	users atomic.Int32
+	// gone is not nil while the member is evicted, and is closed when the
+	// eviction has ended, successfully or not.
+	gone chan struct{}
+}
+
+// scanLimit bounds how many members a call looks at for eviction: the
+// cost of a call stays constant however many members are in use or busy.
+const scanLimit = 8
+
+// NewPool returns a Pool whose key's source gets its token from store(key)
+// and refreshes it with the refresh grant of conf, as [New] does: a
+// source for each key, with opts. store is called once per source the Pool
+// makes for the key (again after an eviction), outside the Pool's lock,
+// and must return a Store of that key's alone: filestore.New(path),
+// redisstore.New(rdb, prefix+key) or a [SharedStore] if processes share
+// it. A nil store, or a nil Store returned for a key, is an error of every
+// call for it: a source without a store would lose its token at eviction.
+// The key is used as it is: if it comes from outside, a store function
+// that builds a file path or a Redis key from it must make it safe.
+//
+// [WithStore] is ignored. A [WithOnNewToken] callback and a [WithObserver]
+// observer are shared by every key and are not told which key a token or
+// event is for; prefer the Store for persisting tokens. ctx supplies values
+// only, as in New.
+func NewPool(ctx context.Context, conf *oauth2.Config, store func(key string) Store, opts ...Option) *Pool {
+	o := resolve(opts)
+	p := &Pool{conf: newGrantConfig(ctx, conf, o), store: store, size: o.poolSize, idle: o.poolIdle, keys: make(map[string]*member)}
+	if store == nil {
+		p.err = errors.New("refreshtoken: NewPool was given a nil store function")
+	}
+	p.epoch = p.conf.now()
+	p.root.prev, p.root.next = &p.root, &p.root
+	return p
+}
+
+// Token returns a valid access token for key, as [TokenSource.TokenContext]
+// does; the first call for a key loads its store. A key whose store holds
+// no token gets an error that matches [ErrNoToken] until
+// [Pool.SetToken] gives it one. If ctx ends while the call waits for the
+// key's eviction or refresh, Token returns an error wrapping ctx.Err().
+// The returned Token is the caller's own copy.
+func (p *Pool) Token(ctx context.Context, key string) (*oauth2.Token, error) {
+	m, err := p.acquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer m.release()
+	return m.TokenContext(ctx)
+}
+
+// SetToken gives key a new token, as [TokenSource.SetToken] does: after
+// the user signed in, or in again after a rejection. tok is saved in the
+// key's store, and SetToken returns the error of that Save (tok is in use
+// all the same, and the Pool does not evict the key before it is saved).
+func (p *Pool) SetToken(ctx context.Context, key string, tok *oauth2.Token) error {
+	m, err := p.acquire(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer m.release()
+	return m.TokenSource.SetToken(tok)
+}
+
+// TokenSource returns an [oauth2.TokenSource] for key that resolves it in
+// the Pool at each call to Token: it may be kept for as long as the Pool,
+// whatever the Pool evicts meanwhile.
+func (p *Pool) TokenSource(key string) oauth2.TokenSource {
+	return poolSource{p, key}
+}
+
+type poolSource struct {
+	p   *Pool
+	key string
+}
+
+func (ps poolSource) Token() (*oauth2.Token, error) {
+	return ps.p.Token(context.Background(), ps.key)
+}
+
+// Transport returns an [http.RoundTripper] that authorizes each request
+// with a token for key, as [Transport] does (with its recovery from a 401),
+// resolving the key in the Pool at each request. base sends the requests;
+// nil means [http.DefaultTransport].
+func (p *Pool) Transport(key string, base http.RoundTripper) http.RoundTripper {
+	return &poolTransport{p: p, key: key, base: base}
+}
+
+// Client returns an HTTP client that authorizes its requests with tokens
+// for key, through [Pool.Transport]. As with [NewClient], the base
+// transport and other client settings come from the *http.Client in ctx
+// under [oauth2.HTTPClient], if there is one.
+func (p *Pool) Client(ctx context.Context, key string) *http.Client {
+	hc := http.DefaultClient
+	if c, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && c != nil {
+		hc = c
+	}
+	return &http.Client{
+		Transport:     p.Transport(key, hc.Transport),
+		CheckRedirect: hc.CheckRedirect,
+		Jar:           hc.Jar,
+		Timeout:       hc.Timeout,
+	}
+}
+
+type poolTransport struct {
+	p    *Pool
+	key  string
+	base http.RoundTripper
+}
+
+func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	m, err := t.p.acquire(req.Context(), t.key)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	defer m.release()
+	tr := Transport{Source: &m.TokenSource, Base: t.base}
+	return tr.RoundTrip(req)
+}
+
+// Len returns how many sources the Pool holds, those being evicted
+// included.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.keys)
+}
+
+// Close closes every source of the Pool, as [TokenSource.Close] does:
+// refreshes in flight are waited for, and tokens whose Save failed are
+// saved once more. It returns the errors of those Saves, joined; the
+// Pool's calls then return [ErrClosed]. Close may be called more than once.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	ms := make([]*member, 0, len(p.keys))
+	for _, m := range p.keys {
+		ms = append(ms, m)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, m := range ms {
+		if err := m.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("refreshtoken: closing a Pool's source: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquire returns key's member, pinned: the caller releases it. It makes
+// the member if there is none, waits for an eviction of the key to end,
+// and evicts the members that are due.
+func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	var st Store // made for key outside mu, if needed
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		m := p.keys[key]
+		switch {
+		case m != nil && m.gone != nil:
+			gone := m.gone
+			p.mu.Unlock()
+			select {
+			case <-gone:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
+			}
+		case m == nil && st == nil:
+			p.mu.Unlock()
+			if st = p.store(key); st == nil {
+				return nil, errors.New("refreshtoken: the Pool's store function returned a nil Store")
+			}
+			continue // another call may have made the member meanwhile
+		case m == nil:
+			m = &member{key: key}
+			m.init(p.conf, st)
+			p.keys[key] = m
+			p.link(m)
+		}
+		m.users.Add(1)
+		now := p.conf.now()
+		p.touch(m, now)
+		victims := p.victims(now)
+		p.mu.Unlock()
+		for _, v := range victims {
+			p.evict(v)
+		}
+		return m, nil
+	}
+}
+
+// release unpins m.
+func (m *member) release() { m.users.Add(-1) }
+
+// link puts m first in the list. Called with mu held.
+func (p *Pool) link(m *member) {
+	m.prev, m.next = &p.root, p.root.next
+	m.prev.next, m.next.prev = m, m
+}
+
+// unlink takes m out of the list. Called with mu held.
+func (p *Pool) unlink(m *member) {
+	m.prev.next, m.next.prev = m.next, m.prev
+	m.prev, m.next = nil, nil
+}
+
+// touch records a use of m at now. Called with mu held.
+func (p *Pool) touch(m *member, now time.Time) {
+	m.used = now.Sub(p.epoch)
+	p.unlink(m)
+	p.link(m)
+}
+
+// victims picks the members to evict at now, from the least recently
+// used, looking at scanLimit members at most, and marks them leaving; each
+// is returned with its source's mu held. Called with mu held.
+func (p *Pool) victims(now time.Time) []*member {
+	var out []*member
+	m := p.root.prev
+	for range scanLimit {
+		if m == &p.root {
+			break
+		}
+		over := p.size > 0 && len(p.keys)-p.leaving > p.size
+		idle := p.idle > 0 && now.Sub(p.epoch)-m.used >= p.idle
+		if !over && !idle {
+			break // the members before m were used later still
+		}
+		if m.gone == nil && m.users.Load() == 0 && m.idle() {
+			m.gone = make(chan struct{})
+			p.leaving++
+			out = append(out, m)
+		}
+		m = m.prev
+	}
+	return out
+}
+
+// idle reports whether no refresh of s is in flight or about to start,
+// and if so returns with mu held, so that none can start until retire.
+// A refresh forgets its flight only once it holds mu.
+func (s *TokenSource) idle() bool {
+	return s.flight.Load() == nil && s.mu.TryLock()
+}
+
+// evict retires m's source, outside the Pool's lock, and then removes m,
+// or, if its pending token could not be saved, keeps it as the most
+// recently used, to be tried again after the others.
+func (p *Pool) evict(m *member) {
+	err := m.retire()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.leaving--
+	if err == nil {
+		delete(p.keys, m.key)
+		p.unlink(m)
+	} else {
+		p.touch(m, p.conf.now())
+	}
+	close(m.gone)
+	m.gone = nil
+}
+
+// retire closes s for an eviction, once a token whose Save failed is
+// saved; if that Save fails again, s stays open. Called with mu held,
+// which it releases: no refresh can have started meanwhile.
+func (s *TokenSource) retire() error {
+	defer s.mu.Unlock()
+	if err := s.flush(); err != nil {
+		return err
+	}
+	s.closed.Store(true)
+	s.cur.Store(&entry{})
+	return nil
+}

@@ -71,7 +71,7 @@ func TestCacheOverCachingSource(t *testing.T) {
 	const hours = 3
 	for ; now.Before(t0.Add(hours * time.Hour)); now = now.Add(time.Second) {
 		if e := ts.cur.Load(); e.at(now) == stale && !e.fail.blocked(now) {
-			ts.refresh(nil)
+			ts.refresh()
 		}
 		e, _, err := ts.current(context.Background())
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
 
 // A Pool hands out access tokens per key (a user, a tenant), each from a
@@ -56,6 +57,8 @@ type Pool struct {
 	closed bool
 	// leaving counts the members being evicted, which keys still holds.
 	leaving int
+	// group runs the refreshes of every member, each under its key.
+	group singleflight.Group
 }
 
 // member is a key's source and its place in the Pool. A member is one
@@ -252,7 +255,7 @@ func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
 			continue // another call may have made the member meanwhile
 		case m == nil:
 			m = &member{key: key}
-			m.init(p.conf, st)
+			m.init(p.conf, st, &p.group, key)
 			p.keys[key] = m
 			p.link(m)
 		}
@@ -315,11 +318,13 @@ func (p *Pool) victims(now time.Time) []*member {
 	return out
 }
 
-// idle reports whether no refresh of s is in flight or about to start,
-// and if so returns with mu held, so that none can start until retire.
-// A refresh forgets its flight only once it holds mu.
+// idle reports whether no refresh of s runs, and if so returns with mu
+// held, so that none can run until retire. A background refresh that a
+// call started and that has yet to take mu finds s closed, and ends with
+// nothing sent: no caller waits for it (no call is inside s), and the
+// source that replaces s refreshes.
 func (s *TokenSource) idle() bool {
-	return s.flight.Load() == nil && s.mu.TryLock()
+	return s.mu.TryLock()
 }
 
 // evict retires m's source, outside the Pool's lock, and then removes m,
@@ -333,6 +338,10 @@ func (p *Pool) evict(m *member) {
 	if err == nil {
 		delete(p.keys, m.key)
 		p.unlink(m)
+		// The key's next source must not join a refresh of this one
+		// still registered under the key; that refresh may in turn
+		// forget the next source's, which costs at most one more flight.
+		p.group.Forget(m.key)
 	} else {
 		p.touch(m, p.conf.now())
 	}

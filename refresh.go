@@ -10,6 +10,10 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// refreshKey is the singleflight key of a source that has a group of its
+// own (New, Cache); a Pool's sources use their keys.
+const refreshKey = "refresh"
+
 // round is one refresh. Its steps build the next entry's view and the
 // callers' error; publish stores the view, in the one place a refresh
 // changes what Token hands out.
@@ -59,9 +63,10 @@ type round struct {
 	accepted bool
 }
 
-// refresh is f, the one refresh in flight, run by fly. It returns the
-// entry to hand out from.
-func (s *TokenSource) refresh(f *flight) (*entry, error) {
+// refresh is the one refresh in flight, run by singleflight in a goroutine
+// of its own so that no caller's context can cancel it. It returns the
+// *entry to hand out from.
+func (s *TokenSource) refresh() (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
@@ -70,7 +75,7 @@ func (s *TokenSource) refresh(f *flight) (*entry, error) {
 	// entry, marked started, would never be refreshed in the background.
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
-	s.flight.CompareAndSwap(f, nil)
+	s.group.Forget(s.flightKey)
 	// Close sets closed, then calls stopping: it stops this refresh, or
 	// this refresh sees closed.
 	prep, stop := context.WithCancel(s.ctx)
@@ -84,11 +89,14 @@ func (s *TokenSource) refresh(f *flight) (*entry, error) {
 	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep}
 	r.run()
 	r.release()
-	v, err := r.publish()
+	e, err := r.publish()
 	if r.id != 0 {
 		s.observe(r.ended())
 	}
-	return v, err
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 // release releases the shared lock, if the round still holds it, within

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrClosed is returned by Token and TokenContext after Close, and by a
@@ -40,8 +41,8 @@ type TokenSource struct {
 	cur atomic.Pointer[entry]
 
 	// mu serialises refreshes, SetToken and Flush, and guards rt,
-	// rejected, policy and the store's state. The flight alone runs one
-	// refresh at a time, but SetToken and Flush do not go through it.
+	// rejected, policy and the store's state. singleflight alone runs
+	// one refresh at a time, but SetToken and Flush do not go through it.
 	mu sync.Mutex
 	// rt is the refresh token the grant sends: its one owner. Only a
 	// refresh (a rotation, a load from the store) and SetToken write it.
@@ -56,9 +57,12 @@ type TokenSource struct {
 	// the same Pool (New and Cache make one per source): set once, never
 	// modified. Sharing it keeps an idle source small.
 	*config
-	// flight is the refresh in flight that callers join, nil if none: the
-	// source's singleflight (see join).
-	flight atomic.Pointer[flight]
+	// group runs the refresh in flight under flightKey, which the callers
+	// that need it join: the source's own group, or the one its Pool's
+	// sources share, under their keys (an idle source then keeps no map
+	// of its own).
+	group     *singleflight.Group
+	flightKey string
 
 	// stopping cancels the steps of the refresh in flight that come
 	// before its request (reading the store, waiting for its lock): Close
@@ -138,9 +142,10 @@ func (w *waiting) count() (int, time.Duration) {
 	return w.n, time.Since(w.since)
 }
 
-// init readies s, a zero TokenSource, to use c and st (nil: no store).
-func (s *TokenSource) init(c *config, st Store) {
-	s.config = c
+// init readies s, a zero TokenSource, to use c and st (nil: no store), and
+// to run its refreshes in group under key.
+func (s *TokenSource) init(c *config, st Store, group *singleflight.Group, key string) {
+	s.config, s.group, s.flightKey = c, group, key
 	if c.obs != nil {
 		s.waiting = new(waiting)
 	}
@@ -184,7 +189,7 @@ func (s *TokenSource) init(c *config, st Store) {
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
 	s := new(TokenSource)
-	s.init(newGrantConfig(ctx, conf, o), o.store)
+	s.init(newGrantConfig(ctx, conf, o), o.store, new(singleflight.Group), refreshKey)
 	if tok != nil {
 		s.rt = tok.RefreshToken
 	}
@@ -241,7 +246,7 @@ func Cache(src oauth2.TokenSource, opts ...Option) *TokenSource {
 	c := newConfig(context.Background(), o)
 	c.src = src
 	s := new(TokenSource)
-	s.init(c, o.store)
+	s.init(c, o.store, new(singleflight.Group), refreshKey)
 	return s
 }
 
@@ -290,7 +295,7 @@ func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 		return e, now, nil
 	case stale:
 		if !e.fail.blocked(now) && e.started.CompareAndSwap(false, true) {
-			s.join()
+			s.group.DoChan(s.flightKey, s.refresh)
 		}
 		return e, now, nil
 	}
@@ -319,13 +324,12 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 	// ended, and whose token the caller's clock already finds expired;
 	// refresh never returns an expired token of its own.
 	for range 2 {
-		f := s.join()
 		select {
-		case <-f.done:
-			if f.err != nil {
-				return nil, now, f.err
+		case r := <-s.group.DoChan(s.flightKey, s.refresh):
+			if r.Err != nil {
+				return nil, now, r.Err
 			}
-			e := f.e
+			e := r.Val.(*entry)
 			if now := s.now(); e.at(now) != expired {
 				return e, now, nil
 			}
@@ -334,41 +338,6 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 		}
 	}
 	return nil, now, errors.New("refreshtoken: the new token expired before it could be handed out")
-}
-
-// flight is one refresh, which the callers that join it share: done is
-// closed once e and err are set.
-type flight struct {
-	done chan struct{}
-	e    *entry
-	err  error
-}
-
-// join returns the refresh in flight, and starts one if there is none, in
-// a goroutine of its own so that no caller's context can cancel it. This is
-// singleflight for one key, without the map that a singleflight.Group keeps
-// once used: an idle source holds one pointer for it.
-func (s *TokenSource) join() *flight {
-	for {
-		if f := s.flight.Load(); f != nil {
-			return f
-		}
-		f := &flight{done: make(chan struct{})}
-		if s.flight.CompareAndSwap(nil, f) {
-			go s.fly(f)
-			return f
-		}
-	}
-}
-
-// fly runs the refresh f. As with singleflight, a panic that escapes it
-// ends the program; done is closed first.
-func (s *TokenSource) fly(f *flight) {
-	defer close(f.done)
-	// refresh forgets f as soon as it holds mu; this covers a refresh
-	// that returned before that.
-	defer s.flight.CompareAndSwap(f, nil)
-	f.e, f.err = s.refresh(f)
 }
 
 // now reads the source's clock.

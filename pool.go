@@ -135,6 +135,32 @@ func (p *Pool) SetToken(ctx context.Context, key string, tok *oauth2.Token) erro
 	return m.TokenSource.SetToken(tok)
 }
 
+// Revoke signs key's user out, as [TokenSource.Revoke] does: the refresh
+// token is revoked at the endpoint set with [WithRevocationURL], and
+// replaced in the key's store by the sign-out, so that the key's calls
+// (here, and in every process sharing the store) return [ErrRevoked]
+// until [Pool.SetToken]. If the revocation fails, the token is kept and
+// the error returned; [Pool.Forget] drops it without telling the server.
+func (p *Pool) Revoke(ctx context.Context, key string) error {
+	m, err := p.acquire(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer m.release()
+	return m.TokenSource.Revoke(ctx)
+}
+
+// Forget signs key's user out without telling the server, as
+// [TokenSource.Forget] does.
+func (p *Pool) Forget(ctx context.Context, key string) error {
+	m, err := p.acquire(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer m.release()
+	return m.TokenSource.Forget(ctx)
+}
+
 // TokenSource returns an [oauth2.TokenSource] for key that resolves it in
 // the Pool at each call to Token: it may be kept for as long as the Pool,
 // whatever the Pool evicts meanwhile.

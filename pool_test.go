@@ -466,3 +466,43 @@ func ExamplePool() {
 	// alice: 200 OK
 	// bob must sign in: true
 }
+
+// TestPoolRevoke: a key signed out with Revoke returns ErrRevoked, also
+// once evicted and made again from its store, with nothing sent; the
+// other keys are untouched, and SetToken signs the key in again.
+func TestPoolRevoke(t *testing.T) {
+	r := newPoolRig(t, refreshtokentest.Config{})
+	r.pool.Close() // for one with the server's revocation URL
+	r.pool = refreshtoken.NewPool(context.Background(), r.srv.Config(), r.stores.store,
+		refreshtoken.WithClock(r.clock.Now), refreshtoken.WithPoolSize(1), refreshtoken.WithRevocationURL(r.srv.RevokeURL))
+	ctx := context.Background()
+	r.login(t, "alice")
+	r.login(t, "bob")
+	r.token(t, "alice")
+	if err := r.pool.Revoke(ctx, "alice"); err != nil {
+		t.Fatalf("Revoke(alice) = %v", err)
+	}
+	if got := r.srv.Stats().Revocations; got != 1 {
+		t.Errorf("server revocations = %d, want 1", got)
+	}
+	requests := r.srv.Stats().TokenRequests
+	if _, err := r.pool.Token(ctx, "alice"); !errors.Is(err, refreshtoken.ErrRevoked) {
+		t.Fatalf("Token(alice) after Revoke = %v, want ErrRevoked", err)
+	}
+	r.token(t, "bob") // evicts alice
+	if _, err := r.pool.Token(ctx, "alice"); !errors.Is(err, refreshtoken.ErrRevoked) {
+		t.Fatalf("Token(alice) made again from her store = %v, want ErrRevoked", err)
+	}
+	if got := r.srv.Stats().TokenRequests; got != requests+1 {
+		t.Errorf("token requests after the sign-out = %d, want 1 (bob's)", got-requests)
+	}
+	if err := r.pool.Revoke(ctx, "alice"); err != nil {
+		t.Errorf("second Revoke(alice) = %v, want nil", err)
+	}
+	if got := r.srv.Stats().RevokeRequests; got != 1 {
+		t.Errorf("revocation requests = %d, want 1 (the second Revoke sends nothing)", got)
+	}
+	r.login(t, "alice")
+	r.token(t, "alice")
+	r.checkNoReuse(t)
+}

@@ -62,10 +62,10 @@ type Pool struct {
 }
 
 // member is a key's source and its place in the Pool. A member is one
-// allocation: an idle key costs its source and little more.
+// allocation: an idle key costs its source and little more. Its key is
+// its source's flightKey.
 type member struct {
 	TokenSource
-	key        string
 	prev, next *member // the list of members, most recently used first
 	used       time.Duration
 	// users counts the calls inside the source. It is incremented only
@@ -280,7 +280,7 @@ func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
 			}
 			continue // another call may have made the member meanwhile
 		case m == nil:
-			m = &member{key: key}
+			m = new(member)
 			m.init(p.conf, st, &p.group, key)
 			p.keys[key] = m
 			p.link(m)
@@ -362,12 +362,12 @@ func (p *Pool) evict(m *member) {
 	defer p.mu.Unlock()
 	p.leaving--
 	if err == nil {
-		delete(p.keys, m.key)
+		delete(p.keys, m.flightKey)
 		p.unlink(m)
 		// The key's next source must not join a refresh of this one
 		// still registered under the key; that refresh may in turn
 		// forget the next source's, which costs at most one more flight.
-		p.group.Forget(m.key)
+		p.group.Forget(m.flightKey)
 	} else {
 		p.touch(m, p.conf.now())
 	}

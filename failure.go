@@ -110,6 +110,9 @@ func retryAt(n int, err error, now, latest time.Time, r float64) time.Time {
 	if w := serverWait(err, now); w.After(t) {
 		t = w
 	}
+	if le := (*limitedError)(nil); errors.As(err, &le) && now.Add(le.wait).After(t) {
+		t = now.Add(le.wait) // the slot the Limiter had
+	}
 	return t
 }
 

@@ -27,6 +27,7 @@ type options struct {
 	allowHTTP bool
 	store     Store
 	obs       Observer
+	limiter   *Limiter
 }
 
 func resolve(opts []Option) options {
@@ -154,4 +155,13 @@ func WithStore(st Store) Option {
 // pays nothing for it.
 func WithObserver(obs Observer) Option {
 	return func(o *options) { o.obs = obs }
+}
+
+// WithLimiter makes the source's requests share l's budget with every
+// other source given l: sources of one token endpoint, such as one per
+// user of a tenant. See [Limiter] for which refreshes wait and which are
+// put off. By default, and for nil, the source has no budget to keep but
+// its own back-off.
+func WithLimiter(l *Limiter) Option {
+	return func(o *options) { o.limiter = l }
 }

@@ -44,6 +44,7 @@ type TokenSource struct {
 	rejected string
 	policy   policy
 	store    *storeSync // nil without WithStore
+	limiter  *Limiter   // nil without WithLimiter
 
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
@@ -120,6 +121,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 		timeout: o.timeout,
 		ctx:     context.WithoutCancel(ctx),
 		obs:     o.obs,
+		limiter: o.limiter,
 	}
 	if o.store != nil {
 		s.store = newStoreSync(o.store)

@@ -83,18 +83,26 @@ func LimiterClock(c Clock) LimiterOption {
 	return func(l *Limiter) { l.clock = c }
 }
 
+// maxInterval bounds the time between requests (one in about 70 years),
+// and the tolerance of a burst, far from the end of time.Duration's range.
+const maxInterval = math.MaxInt64 / 4
+
 // NewLimiter returns a Limiter that lets through rate requests a second on
 // average, and up to burst at once (a burst below 1 is 1). It panics if
-// rate is not a positive finite number. For a server that counts requests
-// per calendar second, as the refreshtokentest server does, a burst of 1
-// never lets through more than rate in one second; a larger burst lets
-// through up to burst + rate - 1 in one.
+// rate is not a positive finite number of at least one request in 70
+// years. For a server that counts requests per calendar second, as the
+// refreshtokentest server does, a burst of 1 never lets through more than
+// rate in one second; a larger burst lets through up to burst + rate - 1
+// in one.
 func NewLimiter(rate float64, burst int, opts ...LimiterOption) *Limiter {
-	if !(rate > 0) || math.IsInf(rate, 0) {
+	f := math.Ceil(float64(time.Second) / rate)
+	if !(rate > 0) || math.IsInf(rate, 0) || f > maxInterval {
 		panic(fmt.Sprintf("refreshtoken: NewLimiter with a rate of %v requests a second", rate))
 	}
-	interval := time.Duration(math.Ceil(float64(time.Second) / rate))
-	l := &Limiter{interval: interval, tol: time.Duration(max(burst, 1)-1) * interval}
+	interval := time.Duration(f)
+	// A burst is cut to maxInterval's worth: more would overflow.
+	bursts := min(int64(max(burst, 1)-1), maxInterval/int64(interval))
+	l := &Limiter{interval: interval, tol: time.Duration(bursts) * interval}
 	for _, opt := range opts {
 		opt(l)
 	}

@@ -255,14 +255,14 @@ func (r *round) mayStartEarly() bool {
 
 // putOff makes the view fresh until at, which is before it stops being
 // handed out: the early refresh comes back then, through the next call
-// that finds the token stale. A failure in the view stays, as its error.
+// that finds the token stale. A failure in the view stays, as its error,
+// but its retryAt, which has passed, goes: moved to at instead, it would
+// forbid refreshes until then, and publish keeps the round's failure on a
+// view that a drop (Invalidate, a 401) replaced meanwhile, whose callers
+// would get the error at once instead of a refresh.
 func (r *round) putOff(at time.Time) {
-	if !r.v.sched.refreshAt.IsZero() {
-		r.v.sched.refreshAt = laterOf(r.v.sched.refreshAt, at)
-	}
-	if !r.v.fail.retryAt.IsZero() {
-		r.v.fail.retryAt = laterOf(r.v.fail.retryAt, at)
-	}
+	r.v.sched.refreshAt = laterOf(r.v.sched.refreshAt, at)
+	r.v.fail.retryAt = time.Time{}
 	r.changed = true
 }
 

@@ -3,6 +3,7 @@ package refreshtoken_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -337,4 +338,69 @@ func TestLimiterCloseDuringWait(t *testing.T) {
 	if got := r.requests(); got != 1 {
 		t.Errorf("requests = %d, want 1", got)
 	}
+}
+
+// TestLimiterPutOffAfterFailure: an early refresh that failed, put off
+// when its retry comes, hands out the token with no error meanwhile; and
+// if the token is then dropped (Invalidate), callers wait for a refresh
+// instead of getting the old failure at once.
+func TestLimiterPutOffAfterFailure(t *testing.T) {
+	r := newLimitRig(t, refreshtokentest.Config{}, 1, 1)
+	early, spender := r.source(stale()), r.source(nil)
+	r.srv.Inject(1, refreshtokentest.Fault{Status: http.StatusServiceUnavailable})
+	if _, err := early.Token(); err != nil {
+		t.Fatal(err)
+	}
+	refreshtoken.WaitIdle(early)
+	if early.Err() == nil {
+		t.Fatal("the early refresh did not fail")
+	}
+	r.clock.Add(time.Second) // past the back-off of the first failure
+	if _, err := spender.Token(); err != nil { // takes the slot of t0+1s
+		t.Fatal(err)
+	}
+	if tok, err := early.Token(); err != nil || tok.AccessToken != "cached-access" {
+		t.Fatalf("early.Token() = %v, %v; want the cached token", tok, err)
+	}
+	refreshtoken.WaitIdle(early)
+	if h := early.Health(); h.RefreshIn != time.Second {
+		t.Fatalf("early.Health() = %+v, want RefreshIn 1s (put off)", h)
+	}
+	if got := r.requests(); got != 2 {
+		t.Fatalf("requests = %d, want 2", got)
+	}
+
+	early.Invalidate()
+	done := tokenAsync(early)
+	if at := recv(t, "the limiter's timer", r.clock.parked); !at.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("waiting for a slot at %v, want %v", at, t0.Add(2*time.Second))
+	}
+	r.clock.Add(time.Second)
+	if err := recv(t, "the caller", done); err != nil {
+		t.Errorf("Token() after Invalidate = %v", err)
+	}
+	if got := r.requests(); got != 3 {
+		t.Errorf("requests = %d, want 3", got)
+	}
+}
+
+// The sources of one tenant share one Limiter: their requests keep within
+// its budget together.
+func ExampleWithLimiter() {
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{RateLimit: 30})
+	defer srv.Close()
+	limiter := refreshtoken.NewLimiter(25, 25) // the tenant's budget, less a margin
+	for user := range 3 {
+		ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+			refreshtoken.WithLimiter(limiter))
+		defer ts.Close()
+		tok, err := ts.Token()
+		fmt.Println("user", user, tok.Valid(), err)
+	}
+	fmt.Println("rate limited:", srv.Stats().RateLimited)
+	// Output:
+	// user 0 true <nil>
+	// user 1 true <nil>
+	// user 2 true <nil>
+	// rate limited: 0
 }

@@ -18,13 +18,14 @@ import (
 // A refresh whose callers wait for it (there is no valid token to hand
 // out) waits for the next request slot, in the order the refreshes asked,
 // as long as the wait fits in the refresh timeout ([WithRefreshTimeout]);
-// past that it fails at once with a [*RetryError] whose RetryAt is the
-// slot. An early refresh (callers are still handed the current token)
-// takes a slot only if one is free at once: otherwise it is put off, with
-// no error, to a time of its own, spaced from the other early refreshes
-// put off by the steady rate, unless that time would come after the token
-// stops being handed out; then it waits as the other kind does. So refreshes
-// that cannot wait go first, and early ones use what they leave.
+// past that it fails at once, sending nothing, with a [*RetryError] whose
+// RetryAt is no earlier than the slot. An early refresh (callers are still
+// handed the current token) takes a slot only if one is free at once:
+// otherwise it is put off, with no error, to a time of its own, spaced
+// from the other early refreshes put off by the steady rate, unless that
+// time would come after the token stops being handed out; then it waits
+// as the other kind does. So refreshes that cannot wait go first, and
+// early ones use what they leave.
 //
 // An error answer with Retry-After, or a 429 with X-RateLimit-Reset, to
 // any source holds back every source of the Limiter until then (at most
@@ -35,15 +36,18 @@ import (
 // A slot is taken before the request, and before a [SharedStore]'s lock:
 // a slot taken by a refresh that then finds the store's token fresh is not
 // given back, so the Limiter never lets more through than its rate, and
-// may let through less. It counts the requests of this process only.
+// may let through less. It counts the requests of this process only. An
+// early refresh put off, or a wait, is reported by no event of its own: a
+// wait is part of the refresh's Duration, a refresh put off shows in
+// [TokenSource.Health] as RefreshIn. See docs/ratelimit.md.
 //
 // The zero Limiter has no budget of its own: it lets every request through
 // at once, except while the server's word holds them back. A Limiter is
 // safe for concurrent use by multiple goroutines.
 type Limiter struct {
 	// interval is the time between requests at the steady rate, rounded
-	// up to the nanosecond, so that no more than the rate get through in
-	// any second; tol is how far a burst may run ahead of the steady
+	// up to the nanosecond, so that the Limiter never runs faster than
+	// its rate; tol is how far a burst may run ahead of the steady
 	// schedule, (burst-1) intervals.
 	interval, tol time.Duration
 	clock         Clock // nil: the real clock

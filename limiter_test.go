@@ -355,8 +355,10 @@ func TestLimiterPutOffAfterFailure(t *testing.T) {
 	if early.Err() == nil {
 		t.Fatal("the early refresh did not fail")
 	}
-	r.clock.Add(time.Second) // past the back-off of the first failure
-	if _, err := spender.Token(); err != nil { // takes the slot of t0+1s
+	// Past the back-off of the first failure; spender takes the slot of
+	// t0+1s.
+	r.clock.Add(time.Second)
+	if _, err := spender.Token(); err != nil {
 		t.Fatal(err)
 	}
 	if tok, err := early.Token(); err != nil || tok.AccessToken != "cached-access" {

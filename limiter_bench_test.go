@@ -80,7 +80,7 @@ func runTenant(b *testing.B, users int, early time.Duration, limit bool) tenantR
 	b.Helper()
 	b.StopTimer()
 	const life = time.Hour
-	clock := newTimerClock(t0)
+	clock := newFakeClock(t0)
 	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now, RateLimit: 30, Lifetime: life})
 	defer srv.Close()
 	transport := http.DefaultTransport.(*http.Transport).Clone()
@@ -116,9 +116,9 @@ func runTenant(b *testing.B, users int, early time.Duration, limit bool) tenantR
 	// clock (a Limiter's slot), one timer each, or none.
 	quiet := func() {
 		deadline := time.Now().Add(time.Minute)
-		for busy.Load() != int64(clock.pending()) {
+		for busy.Load() != int64(clock.Timers()) {
 			if time.Now().After(deadline) {
-				b.Fatalf("the scenario did not settle: %d users busy, %d timers", busy.Load(), clock.pending())
+				b.Fatalf("the scenario did not settle: %d users busy, %d timers", busy.Load(), clock.Timers())
 			}
 			runtime.Gosched()
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,65 +15,27 @@ import (
 	"github.com/tokenfresh/refreshtoken/refreshtokentest"
 )
 
-// timerClock is a fake clock with timers, for a Limiter: a timer of After
-// fires when the clock is moved to its time or past it. parked receives
-// the time of every timer set, so that a test knows a refresh waits on the
-// clock before it moves the clock.
+// timerClock is refreshtokentest's fake clock, whose After fires when the
+// clock is moved to its time, telling the test of every timer set:
+// parked receives the time of each, so that a test knows a refresh waits
+// on the clock before it moves the clock.
 type timerClock struct {
-	mu     sync.Mutex // guards timers, and orders moves of the clock with After
-	clock  *fakeClock
-	timers []clockTimer
+	*fakeClock
 	parked chan time.Time
 }
 
-type clockTimer struct {
-	at time.Time
-	c  chan time.Time
-}
-
 func newTimerClock(t time.Time) *timerClock {
-	return &timerClock{clock: newFakeClock(t), parked: make(chan time.Time, 100_000)}
+	return &timerClock{fakeClock: newFakeClock(t), parked: make(chan time.Time, 100_000)}
 }
-
-func (c *timerClock) Now() time.Time { return c.clock.Now() }
 
 func (c *timerClock) After(d time.Duration) <-chan time.Time {
-	ch := make(chan time.Time, 1)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.clock.Now()
-	at := now.Add(d)
-	if !at.After(now) {
-		ch <- now
-		return ch
+	// Now before After: the clock moves only once parked has told of it.
+	at := c.Now().Add(d)
+	ch := c.fakeClock.After(d)
+	if d > 0 {
+		c.parked <- at
 	}
-	c.timers = append(c.timers, clockTimer{at, ch})
-	c.parked <- at
 	return ch
-}
-
-// Add moves the clock by d and fires the timers due.
-func (c *timerClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.clock.Add(d)
-	now := c.clock.Now()
-	left := c.timers[:0]
-	for _, t := range c.timers {
-		if t.at.After(now) {
-			left = append(left, t)
-		} else {
-			t.c <- now
-		}
-	}
-	c.timers = left
-}
-
-// pending returns how many timers have not fired.
-func (c *timerClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
 }
 
 // limitRig is a token server and sources that share a Limiter, on one
@@ -224,7 +185,7 @@ func TestLimiterHoldLongerThanTimeout(t *testing.T) {
 	if got := r.requests(); got != 1 {
 		t.Errorf("requests = %d, want 1", got)
 	}
-	if n := r.clock.pending(); n != 0 {
+	if n := r.clock.Timers(); n != 0 {
 		t.Errorf("%d timers set, want none", n)
 	}
 }

@@ -169,24 +169,37 @@ func TestLimiterServerWordHoldsEverySource(t *testing.T) {
 
 // TestLimiterHoldLongerThanTimeout: a caller with no token is not held
 // past the refresh timeout by a slot that comes later: it gets a
-// RetryError at once, with the slot as RetryAt, and nothing is sent.
+// RetryError at once, with the slot as RetryAt, and nothing is sent. A
+// server's word past 10 minutes, however written, holds for 10 minutes.
 func TestLimiterHoldLongerThanTimeout(t *testing.T) {
-	r := newLimitRig(t, refreshtokentest.Config{}, 10, 10)
-	first, waiting := r.source(nil), r.source(nil)
-	r.srv.Inject(1, refreshtokentest.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"120"}}})
-	if _, err := first.Token(); err == nil {
-		t.Fatal("first.Token() = nil error, want the 429")
-	}
-	_, err := waiting.Token()
-	var re *refreshtoken.RetryError
-	if !errors.As(err, &re) || !re.RetryAt.Equal(t0.Add(2*time.Minute)) {
-		t.Fatalf("waiting.Token() = %v, want a RetryError with RetryAt %v", err, t0.Add(2*time.Minute))
-	}
-	if got := r.requests(); got != 1 {
-		t.Errorf("requests = %d, want 1", got)
-	}
-	if n := r.clock.Timers(); n != 0 {
-		t.Errorf("%d timers set, want none", n)
+	for _, tc := range []struct {
+		name, retryAfter string
+		want             time.Duration
+	}{
+		{"seconds", "120", 2 * time.Minute},
+		{"HTTP date", t0.Add(3 * time.Minute).Format(http.TimeFormat), 3 * time.Minute},
+		{"past int64", "99999999999999999999999", 10 * time.Minute},
+		{"a year as a date", t0.AddDate(1, 0, 0).Format(http.TimeFormat), 10 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newLimitRig(t, refreshtokentest.Config{}, 10, 10)
+			first, waiting := r.source(nil), r.source(nil)
+			r.srv.Inject(1, refreshtokentest.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {tc.retryAfter}}})
+			if _, err := first.Token(); err == nil {
+				t.Fatal("first.Token() = nil error, want the 429")
+			}
+			_, err := waiting.Token()
+			var re *refreshtoken.RetryError
+			if !errors.As(err, &re) || !re.RetryAt.Equal(t0.Add(tc.want)) {
+				t.Fatalf("waiting.Token() = %v, want a RetryError with RetryAt %v", err, t0.Add(tc.want))
+			}
+			if got := r.requests(); got != 1 {
+				t.Errorf("requests = %d, want 1", got)
+			}
+			if n := r.clock.Timers(); n != 0 {
+				t.Errorf("%d timers set, want none", n)
+			}
+		})
 	}
 }
 

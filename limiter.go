@@ -237,6 +237,11 @@ func (r *round) mayStartEarly() bool {
 	if l == nil || r.v.at(r.now) != stale {
 		return true
 	}
+	if stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh {
+		// Stale only for the retry of a failed Save: the round saves,
+		// and sends nothing unless the store shows the token is due.
+		return true
+	}
 	var deadline time.Duration // zero: the token is handed out for ever
 	if e := r.v.sched.expiredAt; !e.IsZero() {
 		if deadline = e.Sub(r.now); deadline <= 0 {

@@ -360,6 +360,37 @@ func TestLimiterPutOffAfterFailure(t *testing.T) {
 	}
 }
 
+// TestLimiterSaveRetryNotPutOff: the retry of a failed Save, which sends
+// no request, is not put off when the budget is short.
+func TestLimiterSaveRetryNotPutOff(t *testing.T) {
+	r := newLimitRig(t, refreshtokentest.Config{}, 1, 1)
+	st := sharedStore(0)
+	ts, spender := r.source(nil, refreshtoken.WithStore(st)), r.source(nil)
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrNotSaved) {
+		t.Fatalf("Token() with saves failing = %v, want ErrNotSaved", err)
+	}
+	st.SetFaults(refreshtokentest.StoreFaults{})
+	// Past the Save's back-off; spender takes the slot of now.
+	r.clock.Add(time.Minute)
+	if _, err := spender.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	refreshtoken.WaitIdle(ts)
+	if err := ts.Err(); err != nil {
+		t.Errorf("Err() after the retried Save = %v, want nil", err)
+	}
+	if got, stored := mustToken(t, ts), st.Stored(); stored == nil || stored.AccessToken != got.AccessToken {
+		t.Error("the store does not hold the token in use")
+	}
+	if got := r.requests(); got != 2 {
+		t.Errorf("requests = %d, want 2", got)
+	}
+}
+
 // The sources of one tenant share one Limiter: their requests keep within
 // its budget together.
 func ExampleWithLimiter() {

@@ -98,7 +98,8 @@ type policy struct {
 // retryAt returns when the next attempt may run after the n-th failure in
 // a row at now, with r in [0, 1) drawing the back-off: the one place that
 // applies it. An answer's Retry-After or X-RateLimit-Reset (err's) holds
-// the attempt back at least that long. Otherwise the attempt comes no later
+// the attempt back at least that long, as does the slot a Limiter could
+// not give within the refresh timeout (a limitedError). Otherwise the attempt comes no later
 // than latest, if that is still ahead: the instant from which callers would have
 // to wait for it, so that a failed early refresh is tried again while the
 // cached token is still handed out.
@@ -109,6 +110,9 @@ func retryAt(n int, err error, now, latest time.Time, r float64) time.Time {
 	}
 	if w := serverWait(err, now); w.After(t) {
 		t = w
+	}
+	if le := (*limitedError)(nil); errors.As(err, &le) && now.Add(le.wait).After(t) {
+		t = now.Add(le.wait) // the slot the Limiter had
 	}
 	return t
 }

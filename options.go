@@ -32,6 +32,7 @@ type options struct {
 	// poolSize and poolIdle bound a Pool: zero is no bound.
 	poolSize int
 	poolIdle time.Duration
+	limiter  *Limiter
 }
 
 func resolve(opts []Option) options {
@@ -188,4 +189,13 @@ func WithPoolSize(n int) Option {
 // d <= 0, is never. New and Cache ignore it.
 func WithPoolIdle(d time.Duration) Option {
 	return func(o *options) { o.poolIdle = max(d, 0) }
+}
+
+// WithLimiter makes the source's requests share l's budget with every
+// other source given l: sources of one token endpoint, such as one per
+// user of a tenant. See [Limiter] for which refreshes wait and which are
+// put off. By default, and for nil, the source has no budget to keep but
+// its own back-off.
+func WithLimiter(l *Limiter) Option {
+	return func(o *options) { o.limiter = l }
 }

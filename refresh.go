@@ -61,6 +61,8 @@ type round struct {
 	// have failed). replaced alone is not: a token taken from the store
 	// before a request that failed also replaces the view.
 	accepted bool
+	// slot: a slot of the source's Limiter was taken for the request.
+	slot bool
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
@@ -126,12 +128,13 @@ func (r *round) run() {
 			r.fail(fmt.Errorf("refreshtoken: panic during refresh: %v", p))
 		}
 	}()
-	if !r.check() {
+	if !r.check() || !r.mayStartEarly() {
 		return
 	}
 	r.start()
-	if r.syncStore() && r.lease() {
+	if r.syncStore() && r.awaitSlot() && r.lease() {
 		r.fetch()
+		r.heed()
 		r.save()
 	}
 }

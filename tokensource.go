@@ -96,11 +96,14 @@ type config struct {
 	// obs is the observer; nil without WithObserver, which costs one
 	// comparison where an event would be.
 	obs Observer
+	// limiter is the request budget the source shares; nil without
+	// WithLimiter.
+	limiter *Limiter
 }
 
 // newConfig returns the config of o, with the values of ctx.
 func newConfig(ctx context.Context, o options) *config {
-	return &config{onNew: o.onNew, window: o.window, clock: o.clock, timeout: o.timeout, ctx: context.WithoutCancel(ctx), obs: o.obs}
+	return &config{onNew: o.onNew, window: o.window, clock: o.clock, timeout: o.timeout, ctx: context.WithoutCancel(ctx), obs: o.obs, limiter: o.limiter}
 }
 
 // waiting counts the callers waiting for a refresh, for RefreshEnded.

@@ -16,6 +16,10 @@ nproc > "$out/cores.txt"
 go test -run '^$' -bench '^(BenchmarkToken|BenchmarkRoundTrip|BenchmarkRequest)$' -benchmem -count 10 -cpu 1,2 . | tee "$out/micro.txt"
 # Scenarios: counts and latencies, 5 runs each.
 go test -run '^$' -bench '^(BenchmarkRefreshStorm|BenchmarkStaleWhileRevalidate|BenchmarkOutage|BenchmarkLongRun)$' -benchtime 1x -count 5 . -args -swr.csv="$PWD/$out/swr.csv" | tee "$out/scenarios.txt"
+# One tenant's rate limit: 10,000 users on simulated time, one run (about
+# 6 minutes, most of it the runs without a limiter, which send 110,000
+# requests each).
+go test -run '^$' -bench '^BenchmarkTenantBudget$' -benchtime 1x -timeout 30m . | tee "$out/tenant.txt"
 
 # Memory of idle per-user sources (10,000 of them), with the Redis store:
 # needs redis-server on the PATH (the benchmark starts its own).

@@ -197,6 +197,7 @@ func (r *round) fail(err error) {
 		f = failure{err: err, permanent: true}
 		if s.grant != nil && r.from != "" {
 			s.rejected = r.from
+			s.rejectSiblings(r.from, err)
 		}
 	} else {
 		s.policy.refreshes++

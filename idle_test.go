@@ -3,6 +3,6 @@ package refreshtoken
 // waitIdle returns once no refresh of ts is running: it joins one in flight (singleflight), and then takes mu, which a refresh holds from before it Forgets its key until it ends.
 func waitIdle(ts *TokenSource) {
 	ts.group.Do(refreshKey, func() (any, error) { return nil, nil })
-	ts.mu.Lock()
-	ts.mu.Unlock()
+	ts.own.mu.Lock()
+	ts.own.mu.Unlock()
 }

@@ -66,8 +66,8 @@ type round struct {
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
 func (s *TokenSource) refresh() (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
 	// stale must start a refresh of its own, not join this one, which may
 	// not have returned yet: it would get this refresh's result, and its
@@ -139,7 +139,7 @@ func (r *round) start() {
 	r.id, r.reason, r.began = s.refreshes, reason(r.base, r.now), time.Now()
 	s.latest.Store(r.id)
 	if s.obs != nil {
-		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.rt), TimeLeft: timeLeft(r.base, r.now)})
+		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.own.rt), TimeLeft: timeLeft(r.base, r.now)})
 	}
 }
 
@@ -149,7 +149,7 @@ func (r *round) ended() RefreshEnded {
 		Fingerprint: Fingerprint(r.from), TimeLeft: timeLeft(r.base, r.now)}
 	e.Status, e.ErrorCode = r.status, errorCode(r.err)
 	if r.rotated != "" && r.rotated != r.from {
-		// The answer's, not s.rt: a shared store may have replaced it
+		// The answer's, not s.own.rt: a shared store may have replaced it
 		// since (superseded).
 		e.Rotated, e.NewFingerprint = true, Fingerprint(r.rotated)
 	}
@@ -199,7 +199,7 @@ func (r *round) syncStore() bool {
 	}
 	ctx, cancel := context.WithTimeout(r.prep, r.s.timeout)
 	defer cancel()
-	if ss.due() && !r.load(ctx) {
+	if r.storeDue() && !r.load(ctx) {
 		return false
 	}
 	if r.v.at(r.now) == fresh {
@@ -207,14 +207,14 @@ func (r *round) syncStore() bool {
 	}
 	p := ss.pending
 	if p == nil {
-		return true
+		return r.settled()
 	}
 	loaded, err := r.flushPending(ctx)
 	if err == nil {
 		return loaded && r.v.at(r.now) != fresh
 	}
 	switch {
-	case r.holds(p.tok) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
+	case r.holds(p.fetched) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
 		// Only the Save of the token in use was due.
 		r.saveFailed(err)
 		return false
@@ -242,7 +242,7 @@ func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
 		return false, err
 	}
 	r.s.policy.saves = 0
-	if r.holds(p.tok) && r.v.fail.saveOnly() {
+	if r.holds(p.fetched) && r.v.fail.saveOnly() {
 		r.v.fail, r.changed = failure{}, true
 	}
 	return saved || r.load(ctx), nil
@@ -296,6 +296,9 @@ func (r *round) load(ctx context.Context) bool {
 		r.fail(err)
 		return false
 	}
+	if r.s.primary() {
+		r.s.own.primaryRead = true
+	}
 	r.adopt(tok)
 	return true
 }
@@ -313,14 +316,18 @@ func (s *TokenSource) loadStore(ctx context.Context, id uint64) (*oauth2.Token, 
 // is the latest rotation (a pending Save, which is newer, makes load return
 // nil), unless the endpoint has rejected it. Its access token replaces the
 // cached one if it expires later (a token given to New may be newer than a
-// store that holds only a refresh token) and is not one that was dropped.
+// store that holds only a refresh token) and is not one that was dropped;
+// only the primary of a group takes it (see Audience).
 func (r *round) adopt(tok *oauth2.Token) {
 	if tok == nil {
 		return
 	}
 	s := r.s
 	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
-		s.rt = tok.RefreshToken
+		s.own.rt = tok.RefreshToken
+	}
+	if !s.primary() {
+		return // the stored access token is the primary's audience's
 	}
 	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
 	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.sched.expiry, r.v.sched.expiry)) ||
@@ -346,12 +353,12 @@ func (r *round) fetch() {
 		r.sent, r.request = true, time.Since(began)
 		return
 	}
-	r.from = s.rt
+	r.from = s.own.rt
 	if s.closed.Load() {
 		r.err = unsentError{ErrClosed} // Close came before the request
 		return
 	}
-	if s.rt != "" && s.rt == s.rejected {
+	if s.own.rt != "" && s.own.rt == s.rejected {
 		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
 		return
 	}
@@ -364,10 +371,10 @@ func (r *round) fetch() {
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
 	began := time.Now()
-	tok, rotated, status, err := s.grant.token(ctx, s.rt, cached...)
+	tok, rotated, status, err := s.grant.token(ctx, s.own.rt, cached...)
 	r.sent, r.request, r.status = !errors.As(err, new(unsentError)), time.Since(began), status
 	if rotated != "" {
-		s.rt = rotated
+		s.own.rt = rotated
 	}
 	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {

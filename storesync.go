@@ -24,6 +24,9 @@ type storeSync struct {
 	// SaveIfCurrent compares with for a Cache source, which has no
 	// refresh token of its own.
 	storedRT string
+	// stored is the token st was last known to hold (nil if none or not
+	// known), whose access token the sources of Audience save again.
+	stored *oauth2.Token
 	// pending is a token whose Save failed, to be saved before anything
 	// else; nil if none.
 	pending *pendingSave
@@ -36,6 +39,10 @@ type storeSync struct {
 // pendingSave is a token whose Save failed.
 type pendingSave struct {
 	tok *oauth2.Token // the token; it may hold only a refresh token
+	// fetched is the token of the source whose Save this is, as its view
+	// holds it: tok, but for a sibling of Audience, whose tok holds the
+	// primary's access token (groupToken).
+	fetched *oauth2.Token
 	// from is the refresh token a shared store must still hold for tok to
 	// be saved (SaveIfCurrent); force saves it whatever the store holds
 	// (a SetToken before the store was ever read).
@@ -72,7 +79,7 @@ func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
 		return nil, fmt.Errorf("refreshtoken: loading the stored token: %w", err)
 	}
 	ss.loaded = true
-	ss.storedRT = ""
+	ss.storedRT, ss.stored = "", tok
 	if tok != nil {
 		ss.storedRT = tok.RefreshToken
 	}
@@ -96,7 +103,7 @@ func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (
 		return err
 	})
 	if saved {
-		ss.storedRT = tok.RefreshToken
+		ss.storedRT, ss.stored = tok.RefreshToken, tok
 	}
 	return saved, err
 }
@@ -106,7 +113,7 @@ func (ss *storeSync) force(ctx context.Context, tok *oauth2.Token) error {
 	t := *tok
 	err := safely(func() error { return ss.st.Save(ctx, &t) })
 	if err == nil {
-		ss.storedRT = tok.RefreshToken
+		ss.storedRT, ss.stored = tok.RefreshToken, tok
 	}
 	return err
 }

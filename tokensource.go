@@ -26,24 +26,27 @@ var ErrClosed = errors.New("refreshtoken: token source closed")
 // goroutine and no timer. The zero value is not usable. The tokens it
 // returns are the caller's own copies.
 type TokenSource struct {
+	// A field added here is copied, or left zero, for the sources of
+	// Audience in sibling (audience.go).
+
 	// cur is what Token hands out. Token reads it without a lock. It is
 	// replaced whole: by a refresh's publish, SetToken and Flush (mu
 	// held), by the drops of Invalidate, InvalidateToken and Transport,
 	// which compare-and-swap without a lock, and emptied by Close.
 	cur atomic.Pointer[entry]
 
-	// mu serialises refreshes, SetToken and Flush, and guards rt,
-	// rejected, policy and the store's state. singleflight alone runs
-	// one refresh at a time, but SetToken and Flush do not go through it.
-	mu sync.Mutex
-	// rt is the refresh token the grant sends: its one owner. Only a
-	// refresh (a rotation, a load from the store) and SetToken write it.
-	rt string
-	// rejected is a refresh token the endpoint rejected for good; it is
-	// never sent again, whoever brings it back (a store, SetToken).
+	// own owns the refresh token: its lock serialises the refreshes,
+	// SetToken and Flush of this source and of the sources of Audience
+	// that share it, and guards rejected, policy and the store's state.
+	// It is &owned for a source made by New or Cache.
+	own   *owner
+	owned owner
+	// rejected is a refresh token the endpoint rejected for good; this
+	// source never sends it again, whoever brings it back (a store,
+	// SetToken).
 	rejected string
 	policy   policy
-	store    *storeSync // nil without WithStore
+	store    *storeSync // nil without WithStore; the group's, own.mu guards it
 
 	group singleflight.Group
 	grant *grant             // the refresh grant, for New
@@ -124,6 +127,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 	if o.store != nil {
 		s.store = newStoreSync(o.store)
 	}
+	s.own = &s.owned
 	s.cur.Store(&entry{})
 	return s
 }
@@ -183,7 +187,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	s.grant = g
 	g.now = s.now
 	if tok != nil {
-		s.rt = tok.RefreshToken
+		s.own.rt = tok.RefreshToken
 	}
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	return s

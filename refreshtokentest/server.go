@@ -12,7 +12,9 @@
 // refresh token sent again revokes its whole family, as Auth0 does. It also
 // serves a protected API at /api that rejects an unknown or expired access
 // token with 401, so a test can check that no caller ever used an expired
-// token.
+// token. A refresh request's audience parameter chooses the API its access
+// token is for, from one family, as Auth0's multi-resource refresh tokens
+// do, and /api?audience=X accepts only access tokens for X.
 //
 // Faults are injected per test: error answers with any status and headers
 // (429 with Retry-After and X-RateLimit-*, 5xx, invalid_grant), latency,
@@ -98,6 +100,12 @@ type Config struct {
 	// sends (whole seconds, at least 1); a device polling sooner, by
 	// Clock, is answered slow_down. Default 5 seconds, RFC 8628's.
 	DeviceInterval time.Duration
+	// Audiences lists the APIs (audience parameter of a refresh) the
+	// server issues access tokens for, as an Auth0 tenant knows its APIs;
+	// a refresh for another is answered 403 access_denied. A refresh
+	// without audience is for the default API, "". Nil, the default,
+	// accepts any audience. See [Server.AccessAudience].
+	Audiences []string
 	// Listener is where NewServer serves, such as a net.Listen on a
 	// chosen address; the Server's URL is built from its address, and
 	// Close closes it. Default a new listener on a loopback port.
@@ -185,9 +193,13 @@ type Server struct {
 	stats   Stats
 	refresh map[string]*refreshState // by refresh token
 	access  map[string]time.Time     // access token to expiry
-	faults  []injected
-	window  int64 // the second (UNIX) the rate limit counts in
-	inWin   int   // requests in that second
+	// audiences maps every access token issued to its audience;
+	// audienceRefreshes counts the successful refreshes per audience.
+	audiences         map[string]string
+	audienceRefreshes map[string]int
+	faults            []injected
+	window            int64 // the second (UNIX) the rate limit counts in
+	inWin             int   // requests in that second
 
 	codes   map[string]*authCode   // by authorization code
 	devices map[string]*deviceAuth // by device code
@@ -243,9 +255,12 @@ func NewServer(cfg Config) *Server {
 		cfg:     cfg,
 		refresh: make(map[string]*refreshState),
 		access:  make(map[string]time.Time),
-		codes:   make(map[string]*authCode),
-		devices: make(map[string]*deviceAuth),
-		users:   make(map[string]*deviceAuth),
+
+		audiences:         make(map[string]string),
+		audienceRefreshes: make(map[string]int),
+		codes:             make(map[string]*authCode),
+		devices:           make(map[string]*deviceAuth),
+		users:             make(map[string]*deviceAuth),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
@@ -522,14 +537,15 @@ func (f Fault) code() string {
 }
 
 // serveAPI is a protected resource: 200 for a known, unexpired access
-// token, 401 otherwise.
+// token (for the audience of the query's audience parameter, if it has
+// one), 401 otherwise.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.APICalls++
 	access, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	exp, known := s.access[access]
-	if !ok || !known || !s.cfg.Clock().Before(exp) {
+	if !ok || !known || !s.cfg.Clock().Before(exp) || !s.forAudience(r, access) {
 		s.stats.APIRejected++
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		http.Error(w, "invalid or expired access token", http.StatusUnauthorized)

@@ -34,6 +34,9 @@ type owner struct {
 	primaryRead bool
 	// group is nil until the first call to Audience.
 	group atomic.Pointer[group]
+	// life is what is known of rt's lifetime (rtexpiry.go), nil if its
+	// expiry is not; written with mu held, read without.
+	life atomic.Pointer[rtLife]
 }
 
 // group is the sources that share an owner.
@@ -179,7 +182,8 @@ func (s *TokenSource) primary() bool { return s.own == &s.owned }
 // token is stored under the wrong audience. That access token is the one
 // the primary holds or the one the store holds (another process's
 // primary, or this one's before it read the store), whichever expires
-// later, but not one the primary dropped; none if neither has one.
+// later, but not one the primary dropped; none if neither has one. It
+// carries what is known of the refresh token's lifetime (stamp).
 // Called with own.mu held.
 func (s *TokenSource) groupToken(tok *oauth2.Token) *oauth2.Token {
 	if s.primary() {
@@ -194,17 +198,17 @@ func (s *TokenSource) groupToken(tok *oauth2.Token) *oauth2.Token {
 			best = st
 		}
 	}
-	if best == nil {
-		return t
-	}
-	t.AccessToken, t.TokenType, t.Expiry, t.ExpiresIn = best.AccessToken, best.TokenType, best.Expiry, best.ExpiresIn
-	extra := map[string]any{}
-	for _, k := range []string{"id_token", "scope"} {
-		if v, ok := best.Extra(k).(string); ok {
-			extra[k] = v
+	if best != nil {
+		t.AccessToken, t.TokenType, t.Expiry, t.ExpiresIn = best.AccessToken, best.TokenType, best.Expiry, best.ExpiresIn
+		extra := map[string]any{}
+		for _, k := range []string{"id_token", "scope"} {
+			if v, ok := best.Extra(k).(string); ok {
+				extra[k] = v
+			}
 		}
+		t = t.WithExtra(extra)
 	}
-	return t.WithExtra(extra)
+	return s.own.stamp(t, s.grant.lifetimes.absolute > 0)
 }
 
 // siblings calls f for every other source of s's group. Called with
@@ -228,12 +232,12 @@ func (s *TokenSource) siblings(f func(*TokenSource)) {
 }
 
 // rejectSiblings tells the other sources of the group that the endpoint
-// answered invalid_grant for the refresh token rt, which concerns the
-// refresh token and not the audience: none of them sends rt again, and
+// answered invalid_grant for the refresh token rt, or that rt expired,
+// which concerns the refresh token and not the audience: none of them sends rt again, and
 // each serves its token while it is valid and then returns err. Other
 // rejections are the source's own. Called with own.mu held.
 func (s *TokenSource) rejectSiblings(rt string, err error) {
-	if errorCode(err) != "invalid_grant" {
+	if errorCode(err) != "invalid_grant" && !errors.Is(err, ErrRefreshTokenExpired) {
 		return
 	}
 	s.siblings(func(m *TokenSource) {

@@ -34,7 +34,9 @@
 // and [Transport] also recover from a 401 by refreshing once and retrying.
 // [Cache] puts the same cache around any other token source.
 // [TokenSource.Audience] gets access tokens for several APIs from one
-// refresh token, with one owner of it and a cache per audience.
+// refresh token, with one owner of it and a cache per audience. A refresh
+// token past its known expiry ([TokenSource.RefreshTokenExpiry]) is not
+// sent ([ErrRefreshTokenExpired]).
 //
 // Package refreshtokentest provides a local Auth0-like token server, with
 // fault injection, for tests.

@@ -116,6 +116,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		if tok != nil {
 			s.own.rt = tok.RefreshToken
 		}
+		s.startLife(tok, s.now())
 	}
 	s.recoverSiblings()
 	s.policy = policy{}
@@ -146,6 +147,9 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	}
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
+	if s.grant != nil {
+		t = *s.own.stamp(&t, s.grant.lifetimes.absolute > 0)
+	}
 	kept := s.groupToken(&t)
 	began := time.Now()
 	err := ss.force(ctx, kept)

@@ -60,12 +60,21 @@ type round struct {
 	// have failed). replaced alone is not: a token taken from the store
 	// before a request that failed also replaces the view.
 	accepted bool
+	// keepAlive marks a round of KeepAlive: it refreshes a fresh token
+	// too, while a keep-alive refresh is due.
+	keepAlive bool
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
-func (s *TokenSource) refresh() (any, error) {
+func (s *TokenSource) refresh() (any, error) { return s.runRound(refreshKey, false) }
+
+// keepAlive is the refresh of KeepAlive, run by singleflight likewise.
+func (s *TokenSource) keepAlive() (any, error) { return s.runRound(keepAliveKey, true) }
+
+// runRound runs a round under singleflight's key.
+func (s *TokenSource) runRound(key string, keepAlive bool) (any, error) {
 	s.own.mu.Lock()
 	defer s.own.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
@@ -74,7 +83,7 @@ func (s *TokenSource) refresh() (any, error) {
 	// entry, marked started, would never be refreshed in the background.
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
-	s.group.Forget(refreshKey)
+	s.group.Forget(key)
 	// Close sets closed, then calls stopping: it stops this refresh, or
 	// this refresh sees closed.
 	prep, stop := context.WithCancel(s.ctx)
@@ -85,7 +94,7 @@ func (s *TokenSource) refresh() (any, error) {
 		return nil, ErrClosed
 	}
 	base := s.cur.Load()
-	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep}
+	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep, keepAlive: keepAlive}
 	r.run()
 	r.release()
 	v, err := r.publish()
@@ -137,8 +146,12 @@ func (r *round) start() {
 	s := r.s
 	s.refreshes++
 	r.id, r.reason, r.began = s.refreshes, reason(r.base, r.now), time.Now()
+	if r.keepAliveDue() && r.base.at(r.now) == fresh {
+		r.reason = ReasonKeepAlive
+	}
 	s.latest.Store(r.id)
 	if s.obs != nil {
+		s.warnRefreshToken(r.now)
 		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.own.rt), TimeLeft: timeLeft(r.base, r.now)})
 	}
 }
@@ -178,7 +191,7 @@ func (r *round) ended() RefreshEnded {
 // check reports whether a refresh is still needed and allowed: the caller
 // that started it may have seen an older entry.
 func (r *round) check() bool {
-	if r.v.at(r.now) == fresh {
+	if r.done() {
 		return false
 	}
 	if r.v.fail.blocked(r.now) {
@@ -186,6 +199,12 @@ func (r *round) check() bool {
 		return false
 	}
 	return true
+}
+
+// done reports whether the round has nothing left to do: the token is
+// fresh, and no keep-alive refresh is due.
+func (r *round) done() bool {
+	return r.v.at(r.now) == fresh && !r.keepAliveDue()
 }
 
 // syncStore reads the store, when due, and retries a pending Save. It
@@ -202,7 +221,7 @@ func (r *round) syncStore() bool {
 	if r.storeDue() && !r.load(ctx) {
 		return false
 	}
-	if r.v.at(r.now) == fresh {
+	if r.done() {
 		return false // the store's
 	}
 	p := ss.pending
@@ -211,7 +230,7 @@ func (r *round) syncStore() bool {
 	}
 	loaded, err := r.flushPending(ctx)
 	if err == nil {
-		return loaded && r.v.at(r.now) != fresh
+		return loaded && !r.done()
 	}
 	switch {
 	case r.holds(p.fetched) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
@@ -270,7 +289,7 @@ func (r *round) lease() bool {
 		// token it refreshed.
 		if tok, loadErr := r.s.loadStore(ctx, r.id); loadErr == nil {
 			r.adopt(tok)
-			if r.v.at(r.now) == fresh {
+			if r.done() {
 				return false
 			}
 		}
@@ -279,7 +298,7 @@ func (r *round) lease() bool {
 	}
 	r.unlock, r.locked = unlock, time.Now()
 	r.now = r.s.now() // the wait may have been long
-	if !r.load(ctx) || r.v.at(r.now) == fresh {
+	if !r.load(ctx) || r.done() {
 		return false
 	}
 	// The request must end well before the lease: once it has ended,
@@ -324,6 +343,7 @@ func (r *round) adopt(tok *oauth2.Token) {
 	}
 	s := r.s
 	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
+		s.adoptLife(tok, r.now, tok.RefreshToken != s.own.rt)
 		s.own.rt = tok.RefreshToken
 	}
 	if !s.primary() {
@@ -362,6 +382,10 @@ func (r *round) fetch() {
 		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
 		return
 	}
+	if err := s.own.expired(r.now); err != nil {
+		r.err = err
+		return
+	}
 	// The access tokens the source holds or dropped last are secrets too,
 	// which a server may echo.
 	cached := []string{r.base.drop.access}
@@ -371,10 +395,13 @@ func (r *round) fetch() {
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
 	began := time.Now()
-	tok, rotated, status, err := s.grant.token(ctx, s.own.rt, cached...)
+	tok, rotated, status, err := s.grant.token(ctx, s.own.rt, s.own.family(), cached...)
 	r.sent, r.request, r.status = !errors.As(err, new(unsentError)), time.Since(began), status
 	if rotated != "" {
 		s.own.rt = rotated
+	}
+	if tok != nil || rotated != "" {
+		s.renewLife(tok, r.now)
 	}
 	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {

@@ -101,6 +101,11 @@ func classify(e Event) (context.Context, slog.Level, string) {
 			return ctx, slog.LevelInfo, "token set; refreshes resume"
 		}
 		return ctx, slog.LevelInfo, "token set"
+	case RefreshTokenExpiring:
+		if e.KeepAlive {
+			return ctx, slog.LevelInfo, "refresh token expires soon unless refreshed"
+		}
+		return ctx, slog.LevelWarn, "refresh token expires soon; the user must sign in again"
 	}
 	return ctx, slog.LevelDebug, "event"
 }
@@ -163,6 +168,9 @@ func attrs(e Event) []slog.Attr {
 		if e.Recovered {
 			a = append(a, slog.Bool("recovered", true))
 		}
+	case RefreshTokenExpiring:
+		a = append(a, slog.String("rt_fingerprint", e.Fingerprint), slog.Time("expiry", e.Expiry),
+			slog.Duration("time_left", e.TimeLeft), slog.Bool("keep_alive", e.KeepAlive))
 	}
 	return a
 }

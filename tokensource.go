@@ -165,7 +165,7 @@ func newTokenSource(ctx context.Context, o options) *TokenSource {
 // every call to Token, and no request is sent.
 func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Option) *TokenSource {
 	o := resolve(opts)
-	g := &grant{json: o.json, params: o.params}
+	g := &grant{json: o.json, params: o.params, lifetimes: o.refreshLife}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
 		g.clientID = conf.ClientID
@@ -189,6 +189,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	if tok != nil {
 		s.own.rt = tok.RefreshToken
 	}
+	s.startLife(tok, s.now())
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	return s
 }
@@ -254,6 +255,9 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // fast path of Token and of Transport.
 func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 	now := s.now()
+	if s.obs != nil {
+		s.warnRefreshToken(now)
+	}
 	e := s.cur.Load()
 	switch e.at(now) {
 	case fresh:

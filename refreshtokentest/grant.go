@@ -64,6 +64,11 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
 		return status, body, nil
 	}
+	if s.refreshExpired(rt, now) {
+		s.stats.RefreshExpired++
+		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		return status, body, nil
+	}
 	scope := rt.family.scope
 	if req := params.Get("scope"); req != "" {
 		granted := strings.Fields(rt.family.scope)
@@ -97,6 +102,10 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		rt.family.newest = next
 		body["refresh_token"] = next
 		rotated = rt
+		s.putRefreshLife(body, rt.successor, now)
+	} else {
+		rt.lastUsed = now
+		s.putRefreshLife(body, rt, now)
 	}
 	return http.StatusOK, body, rotated
 }
@@ -149,13 +158,14 @@ func (s *Server) issue(fam *family, scope, audience string, now time.Time, reiss
 // device): a new family, its first access token, and a refresh token only
 // if scope holds offline_access, as Auth0 issues one. Called with mu held.
 func (s *Server) login(scope string, now time.Time) (map[string]any, *family) {
-	fam := &family{scope: scope}
+	fam := &family{started: now, scope: scope}
 	body := s.issue(fam, scope, "", now, false)
 	if hasScope(scope, "offline_access") {
 		rt := s.secret("rt-" + rand.Text())
 		s.refresh[rt] = &refreshState{family: fam}
 		fam.newest = rt
 		body["refresh_token"] = rt
+		s.putRefreshLife(body, s.refresh[rt], now)
 	}
 	s.stats.Logins++
 	return body, fam

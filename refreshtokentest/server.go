@@ -100,6 +100,21 @@ type Config struct {
 	// sends (whole seconds, at least 1); a device polling sooner, by
 	// Clock, is answered slow_down. Default 5 seconds, RFC 8628's.
 	DeviceInterval time.Duration
+	// RefreshAbsolute and RefreshInactivity are the refresh tokens'
+	// lifetimes, as an Auth0 application sets them: absolute from the
+	// first issue of the family (a login, NewRefreshToken), which
+	// rotation does not extend; inactivity from the issue of the refresh
+	// token, or its last use without rotation. A refresh token past
+	// either is answered 403 invalid_grant, as Auth0 does. Zero, the
+	// default, is no limit.
+	RefreshAbsolute, RefreshInactivity time.Duration
+	// RefreshExpiresInField, if set, names the field in which an answer
+	// that issues (or, without rotation, uses) a refresh token tells the
+	// seconds it has left by those lifetimes, whole and rounded down:
+	// "refresh_token_expires_in" as Azure AD and GitHub name it,
+	// "refresh_expires_in" as Keycloak does. Nothing is sent for a
+	// refresh token without a limit. Default none, as Auth0.
+	RefreshExpiresInField string
 	// Audiences lists the APIs (audience parameter of a refresh) the
 	// server issues access tokens for, as an Auth0 tenant knows its APIs;
 	// a refresh for another is answered 403 access_denied. A refresh
@@ -156,6 +171,7 @@ type Stats struct {
 	Rejected       int // token requests answered with an error, or not at all
 	ReuseEvents    int // retired refresh tokens sent again (each revoked a family)
 	ReuseTolerated int // retired refresh tokens accepted within the reuse interval
+	RefreshExpired int // refresh tokens refused past RefreshAbsolute or RefreshInactivity
 	// ReplacedSent counts retired refresh tokens sent again although the
 	// answer that replaced them was delivered: a client that lost or
 	// ignored a rotated token. It counts whether or not the reuse was
@@ -220,9 +236,11 @@ type refreshState struct {
 	successor *refreshState
 	delivered bool      // the answer with its successor reached the client
 	issuedAt  time.Time // when a refresh issued it; zero for NewRefreshToken's
+	lastUsed  time.Time // its last refresh, without rotation
 }
 
 type family struct {
+	started time.Time // its first issue
 	scope   string
 	revoked bool
 	access  string // the access token last issued, for ReissueAccessToken
@@ -305,7 +323,7 @@ func (s *Server) NewRefreshToken(scope string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rt := s.secret("rt-" + rand.Text())
-	s.refresh[rt] = &refreshState{family: &family{scope: scope, newest: rt}}
+	s.refresh[rt] = &refreshState{family: &family{started: s.cfg.Clock(), scope: scope, newest: rt}}
 	return rt
 }
 

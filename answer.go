@@ -133,7 +133,7 @@ func (r *round) saveRotation(ctx context.Context, err error) {
 	if s.grant == nil || s.own.rt == r.from {
 		return
 	}
-	fetched := s.own.stamp(&oauth2.Token{RefreshToken: s.own.rt}, s.grant.lifetimes.absolute > 0)
+	fetched := s.own.stamp(&oauth2.Token{RefreshToken: s.own.rt}, s.grant.life().absolute > 0)
 	t := s.groupToken(fetched)
 	saved, saveErr := r.store(ctx, t)
 	switch {

@@ -80,7 +80,9 @@ type group struct {
 // access token, the others refresh once. The [WithOnNewToken] callback
 // gets the token the store gets. With a [SharedStore], every source of the
 // group takes the fleet's lock for its refresh. Close closes one source;
-// Flush and Close of any source save the group's pending token.
+// Flush and Close of any source save the group's pending token. The
+// callback and the [Observer] run under the group's lock: what they may
+// not do with their source, they may not do with any source of the group.
 //
 // Audience of a source made by [Cache], which has no refresh token of its
 // own, returns a source whose every refresh fails with an error that says
@@ -208,7 +210,7 @@ func (s *TokenSource) groupToken(tok *oauth2.Token) *oauth2.Token {
 		}
 		t = t.WithExtra(extra)
 	}
-	return s.own.stamp(t, s.grant.lifetimes.absolute > 0)
+	return s.own.stamp(t, s.grant.life().absolute > 0)
 }
 
 // siblings calls f for every other source of s's group. Called with

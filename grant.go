@@ -36,8 +36,8 @@ type grant struct {
 	params       url.Values
 	client       *http.Client
 	now          func() time.Time
-	lifetimes    refreshLifetimes // of refresh tokens, WithRefreshTokenLifetime
-	err          error            // a configuration error, returned by every refresh
+	lifetimes    *refreshLifetimes // of refresh tokens (WithRefreshTokenLifetime); nil: none
+	err          error             // a configuration error, returned by every refresh
 }
 
 func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
@@ -232,8 +232,8 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	if ok {
 		tok.Expiry = sent.Add(life)
 	}
-	family, rtExpiry := g.lifetimes.issue(family, sent, saidLife(func(k string) any { return fields[k] }))
-	putLife(raw, family, rtExpiry, g.lifetimes.absolute > 0)
+	family, rtExpiry := g.life().issue(family, sent, saidLife(func(k string) any { return fields[k] }))
+	putLife(raw, family, rtExpiry, g.life().absolute > 0)
 	return tok.WithExtra(raw), rotated, nil
 }
 

@@ -148,7 +148,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
 	if s.grant != nil {
-		t = *s.own.stamp(&t, s.grant.lifetimes.absolute > 0)
+		t = *s.own.stamp(&t, s.grant.life().absolute > 0)
 	}
 	kept := s.groupToken(&t)
 	began := time.Now()

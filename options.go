@@ -27,8 +27,8 @@ type options struct {
 	allowHTTP bool
 	store     Store
 	obs       Observer
-	// refreshLife is what WithRefreshTokenLifetime states.
-	refreshLife refreshLifetimes
+	// refreshLife is what WithRefreshTokenLifetime states; nil: nothing.
+	refreshLife *refreshLifetimes
 }
 
 func resolve(opts []Option) options {

@@ -73,8 +73,16 @@ const (
 // earliest expiry wins. See [TokenSource.RefreshTokenExpiry].
 func WithRefreshTokenLifetime(absolute, inactivity time.Duration) Option {
 	return func(o *options) {
-		o.refreshLife = refreshLifetimes{absolute: max(absolute, 0), inactivity: max(inactivity, 0)}
+		o.refreshLife = &refreshLifetimes{absolute: max(absolute, 0), inactivity: max(inactivity, 0)}
 	}
+}
+
+// life returns the lifetimes the user stated; zero if none.
+func (g *grant) life() refreshLifetimes {
+	if g.lifetimes == nil {
+		return refreshLifetimes{}
+	}
+	return *g.lifetimes
 }
 
 // refreshLifetimes are the lifetimes the user states.
@@ -229,7 +237,7 @@ func (s *TokenSource) startLife(tok *oauth2.Token, now time.Time) {
 	family, expiry, ok := lifeOf(tok)
 	issued := time.Time{}
 	if !ok {
-		family, expiry = s.grant.lifetimes.issue(time.Time{}, now, 0)
+		family, expiry = s.grant.life().issue(time.Time{}, now, 0)
 		issued = now
 	}
 	s.own.setLife(tok.RefreshToken, family, issued, expiry, 0)
@@ -252,7 +260,7 @@ func (s *TokenSource) renewLife(tok *oauth2.Token, now time.Time) {
 		family, expiry, _ = lifeOf(tok)
 		said = saidLife(tok.Extra)
 	} else {
-		family, expiry = s.grant.lifetimes.issue(family, now, 0)
+		family, expiry = s.grant.life().issue(family, now, 0)
 	}
 	// Time passed since the refresh token before was issued, and the
 	// expiry did not move: a refresh does not push it back.
@@ -376,7 +384,7 @@ func (s *TokenSource) keepAliveAt(l *rtLife) time.Time {
 	// taking a lifetime the server stated to be the same again; zero (no
 	// limit known) if the expiry came from a store and the server's word
 	// is not known.
-	if _, next := s.grant.lifetimes.issue(l.family, l.warnAt, l.said); laterExpiry(next, l.expiry) {
+	if _, next := s.grant.life().issue(l.family, l.warnAt, l.said); laterExpiry(next, l.expiry) {
 		return l.warnAt
 	}
 	return time.Time{}

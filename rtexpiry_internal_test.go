@@ -71,7 +71,7 @@ func TestRefreshLifeFields(t *testing.T) {
 			} else {
 				body = "access_token=at&refresh_token=rt2&expires_in=60&" + tt.body
 			}
-			g := &grant{lifetimes: tt.lifetimes}
+			g := &grant{lifetimes: &tt.lifetimes}
 			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {ct}}}
 			tok, _, err := g.parse(resp, []byte(body), sent, "rt1", tt.family)
 			if err != nil {

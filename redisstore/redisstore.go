@@ -138,8 +138,12 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 	return tok.WithExtra(extra), nil
 }
 
-// keptExtras are the string extras of a token that the hash keeps.
-var keptExtras = []string{"id_token", "scope", refreshtoken.ExtraRefreshTokenExpiry, refreshtoken.ExtraRefreshTokenFamily}
+// keptExtras are the string extras of a token that the hash keeps: two
+// response fields, and what the source knows of the refresh token's
+// lifetime (the keys refreshtoken.ExtraRefreshTokenExpiry and
+// ExtraRefreshTokenFamily, spelled out so that this module builds with a
+// core that predates them).
+var keptExtras = []string{"id_token", "scope", "refresh_token_expiry", "refresh_token_family_issued"}
 
 // saveScript replaces the hash at KEYS[1] with the field-value pairs from
 // ARGV[4] on. If ARGV[1] is "1", it does so only if the stored

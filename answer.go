@@ -38,7 +38,8 @@ func (r *round) save() {
 		return
 	}
 	s.policy.refreshes = 0
-	saved, saveErr := r.store(ctx, r.tok)
+	kept := s.groupToken(r.tok)
+	saved, saveErr := r.store(ctx, kept)
 	if saveErr == nil && !saved {
 		r.superseded(ctx)
 		return
@@ -55,14 +56,14 @@ func (r *round) save() {
 		// The lock is kept: the store still holds the refresh token the
 		// server has retired, which no other process may send while
 		// this one retries the Save.
-		s.store.keep(&pendingSave{tok: r.tok, from: r.from}, r.unlock)
+		s.store.keep(&pendingSave{tok: kept, fetched: r.tok, from: r.from}, r.unlock)
 		r.unlock = nil
 		r.saveFailed(saveErr)
 	} else if s.store != nil {
 		s.store.pending = nil // superseded by the token just saved
 		s.policy.saves = 0
 	}
-	r.err = errors.Join(r.err, s.notify(ctx, r.tok))
+	r.err = errors.Join(r.err, s.notify(ctx, kept))
 }
 
 // accept checks the token fetch got, bounds its expiry and returns its
@@ -129,16 +130,17 @@ func saveResult(saved bool, err error) SaveResult {
 func (r *round) saveRotation(ctx context.Context, err error) {
 	s := r.s
 	defer func() { r.fail(err) }()
-	if s.grant == nil || s.rt == r.from {
+	if s.grant == nil || s.own.rt == r.from {
 		return
 	}
-	t := &oauth2.Token{RefreshToken: s.rt}
+	fetched := s.own.stamp(&oauth2.Token{RefreshToken: s.own.rt}, s.grant.life().absolute > 0)
+	t := s.groupToken(fetched)
 	saved, saveErr := r.store(ctx, t)
 	switch {
 	case saveErr != nil:
 		// Retried by the next refresh, Flush or Close. The lock is kept:
 		// the store still holds the refresh token the server retired.
-		s.store.keep(&pendingSave{tok: t, from: r.from}, r.unlock)
+		s.store.keep(&pendingSave{tok: t, fetched: fetched, from: r.from}, r.unlock)
 		r.unlock = nil
 		err = errors.Join(err, &saveError{saveErr})
 	case !saved:

@@ -37,6 +37,10 @@
 // refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]
 // and [Transport] also recover from a 401 by refreshing once and retrying.
 // [Cache] puts the same cache around any other token source.
+// [TokenSource.Audience] gets access tokens for several APIs from one
+// refresh token, with one owner of it and a cache per audience. A refresh
+// token past its known expiry ([TokenSource.RefreshTokenExpiry]) is not
+// sent ([ErrRefreshTokenExpired]).
 //
 // Package refreshtokentest provides a local Auth0-like token server, with
 // fault injection, for tests.

@@ -201,6 +201,7 @@ func (r *round) fail(err error) {
 		f = failure{err: err, permanent: true}
 		if s.grant != nil && r.from != "" {
 			s.rejected = r.from
+			s.rejectSiblings(r.from, err)
 		}
 	} else {
 		s.policy.refreshes++

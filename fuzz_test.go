@@ -62,7 +62,7 @@ func FuzzParse(f *testing.F) {
 		g := &grant{clientSecret: fuzzClientSecret}
 		resp := &http.Response{StatusCode: status, Status: fmt.Sprint(status, " ", fuzzRefreshToken), Header: http.Header{"Content-Type": {contentType}}}
 		sent := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-		tok, _, err := g.parse(resp, body, sent, fuzzRefreshToken, fuzzAccessToken)
+		tok, _, err := g.parse(resp, body, sent, fuzzRefreshToken, time.Time{}, fuzzAccessToken)
 		if err != nil {
 			for _, s := range shown(err) {
 				for _, secret := range []string{fuzzRefreshToken, fuzzClientSecret, fuzzAccessToken} {

@@ -36,7 +36,8 @@ type grant struct {
 	params       url.Values
 	client       *http.Client
 	now          func() time.Time
-	err          error // a configuration error, returned by every refresh
+	lifetimes    *refreshLifetimes // of refresh tokens (WithRefreshTokenLifetime); nil: none
+	err          error             // a configuration error, returned by every refresh
 	// revokeURL is the revocation endpoint (WithRevocationURL), and
 	// revokeErr its configuration error, returned by Revoke.
 	revokeURL string
@@ -82,7 +83,8 @@ type unsentError struct{ error }
 
 func (e unsentError) Unwrap() error { return e.error }
 
-// token makes one refresh request with the refresh token rt. It is never
+// token makes one refresh request with the refresh token rt, of a family
+// first issued at family (zero: not known). It is never
 // retried: a refresh token is sent once per refresh. status is the HTTP
 // status of the answer, 0 if none came. rotated is the refresh
 // token of a successful answer ("" if it has none), returned even when the
@@ -90,7 +92,7 @@ func (e unsentError) Unwrap() error { return e.error }
 // A returned token carries rotated, or rt if there is none. No error holds
 // rt, the client secret, or a secret in redactAlso (such as the cached
 // access token), in any encoding the server may echo them in.
-func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, status int, err error) {
+func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAlso ...string) (tok *oauth2.Token, rotated string, status int, err error) {
 	if g.err != nil {
 		return nil, "", 0, unsentError{g.err}
 	}
@@ -114,7 +116,7 @@ func (g *grant) token(ctx context.Context, rt string, redactAlso ...string) (tok
 	if len(body) > maxBody {
 		return nil, "", resp.StatusCode, fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	tok, rotated, err = g.parse(resp, body, sent, rt, redactAlso...)
+	tok, rotated, err = g.parse(resp, body, sent, rt, family, redactAlso...)
 	return tok, rotated, resp.StatusCode, err
 }
 
@@ -166,8 +168,10 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 
 // parse turns the answer to a request that sent rt, at sent, into a token,
 // or into an error that wraps an *oauth2.RetrieveError when the endpoint
-// answered with one. rotated and redactAlso are as for token.
-func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
+// answered with one. rotated, family and redactAlso are as for token. What
+// is known of the refresh token's lifetime goes in the token's Extra
+// (ExtraRefreshTokenExpiry).
+func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt string, family time.Time, redactAlso ...string) (tok *oauth2.Token, rotated string, err error) {
 	contentType := resp.Header.Get("Content-Type")
 	fields, raw, decodeErr := decode(contentType, body)
 	code, _ := field(fields, "error")
@@ -232,6 +236,8 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	if ok {
 		tok.Expiry = sent.Add(life)
 	}
+	family, rtExpiry := g.life().issue(family, sent, saidLife(func(k string) any { return fields[k] }))
+	putLife(raw, family, rtExpiry, g.life().absolute > 0)
 	return tok.WithExtra(raw), rotated, nil
 }
 

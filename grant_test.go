@@ -94,7 +94,7 @@ func TestParseExpiry(t *testing.T) {
 			}
 			g := &grant{clientSecret: fuzzClientSecret}
 			resp := &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{"Content-Type": {ct}}}
-			tok, rotated, err := g.parse(resp, []byte(body), sent, fuzzRefreshToken)
+			tok, rotated, err := g.parse(resp, []byte(body), sent, fuzzRefreshToken, time.Time{})
 			if rotated != "rt2" {
 				t.Errorf("parse() rotated = %q, want %q: the server has retired the old one", rotated, "rt2")
 			}
@@ -299,7 +299,7 @@ func TestParseRedacts(t *testing.T) {
 			for k, vs := range tt.header {
 				resp.Header[k] = vs
 			}
-			tok, _, err := g.parse(resp, []byte(tt.body), time.Unix(1_800_000_000, 0), specialRefreshToken, tt.also...)
+			tok, _, err := g.parse(resp, []byte(tt.body), time.Unix(1_800_000_000, 0), specialRefreshToken, time.Time{}, tt.also...)
 			if err == nil {
 				t.Fatalf("parse() = %+v, want an error", tok)
 			}
@@ -374,7 +374,7 @@ func TestParseCutsLongStrings(t *testing.T) {
 	g := &grant{clientSecret: specialClientSecret}
 	resp := &http.Response{StatusCode: 503, Status: "503 Service Unavailable", Header: http.Header{
 		"Content-Type": {"text/html"}, "Retry-After": {"7"}, "X-Padding": {long}}}
-	_, _, err := g.parse(resp, []byte(long), time.Unix(1_800_000_000, 0), specialRefreshToken)
+	_, _, err := g.parse(resp, []byte(long), time.Unix(1_800_000_000, 0), specialRefreshToken, time.Time{})
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		t.Fatalf("parse() error = %v, want a RetrieveError", err)

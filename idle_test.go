@@ -5,6 +5,6 @@ package refreshtoken
 // before it forgets its key until it ends.
 func waitIdle(ts *TokenSource) {
 	ts.group.Do(ts.flightKey, func() (any, error) { return nil, nil })
-	ts.mu.Lock()
-	ts.mu.Unlock()
+	ts.own.mu.Lock()
+	ts.own.mu.Unlock()
 }

@@ -94,15 +94,16 @@ func (s *TokenSource) dropped(e *entry, after401 bool) *entry {
 // signed in again. A refresh token the endpoint has rejected is never sent
 // again, even if SetToken brings it back. With a [Store], tok is saved, and
 // SetToken returns the error of that Save (tok is in use all the same).
-// For a source made by [Cache], only the access token is used. SetToken
-// waits for a refresh in flight to end. It does nothing after Close.
+// For a source made by [Cache], only the access token is used. For a
+// source of [TokenSource.Audience], see there. SetToken waits for a
+// refresh in flight to end. It does nothing after Close.
 func (s *TokenSource) SetToken(tok *oauth2.Token) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
 	if s.closed.Load() {
 		return nil
 	}
-	previous := s.rt
+	previous := s.own.rt
 	if s.obs != nil {
 		var rt string
 		if tok != nil {
@@ -111,11 +112,13 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		s.observe(TokenSet{Fingerprint: Fingerprint(rt), Recovered: s.cur.Load().fail.permanent})
 	}
 	if s.grant != nil {
-		s.rt = ""
+		s.own.rt = ""
 		if tok != nil {
-			s.rt = tok.RefreshToken
+			s.own.rt = tok.RefreshToken
 		}
+		s.startLife(tok, s.now())
 	}
+	s.recoverSiblings()
 	s.policy = policy{}
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	ss := s.store
@@ -139,17 +142,24 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	p := &pendingSave{from: ss.storedRT, force: !ss.loaded, replaces: []string{ss.storedRT, previous}}
 	ss.pending = nil
 	ss.loaded = true // the store's token, if any, is older than tok
+	if s.primary() {
+		s.own.primaryRead = true
+	}
 	t := *tok
 	t.Expiry = boundExpiry(s.now(), t.Expiry)
+	if s.grant != nil {
+		t = *s.own.stamp(&t, s.grant.life().absolute > 0)
+	}
+	kept := s.groupToken(&t)
 	began := time.Now()
-	err := ss.force(ctx, &t)
+	err := ss.force(ctx, kept)
 	s.observe(StoreSaved{Result: saveResult(err == nil, err), Duration: time.Since(began), Err: err})
 	if err != nil {
 		// Retried by the next refresh, Flush or Close; with a shared
 		// store, only if the store does not hold a newer token by then
 		// (the failed Save may have landed, and another process refreshed
 		// from it).
-		p.tok = &t
+		p.tok, p.fetched = kept, &t
 		ss.pending = p
 		return &saveError{err}
 	}
@@ -162,12 +172,12 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 // [ErrNotSaved] if the Save fails again. A process about to exit calls it
 // (Close does) so that a rotated refresh token is not lost silently.
 func (s *TokenSource) Flush() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
 	return s.flush()
 }
 
-// flush is Flush, called with mu held.
+// flush is Flush, called with own.mu held.
 func (s *TokenSource) flush() error {
 	if s.store == nil || s.store.pending == nil {
 		return nil

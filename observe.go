@@ -52,7 +52,8 @@ func (f ObserverFunc) Observe(e Event) { f(e) }
 
 // An Event is one of the types of this file: [RefreshStarted],
 // [RefreshEnded], [StoreLoaded], [StoreSaved], [LockWaited],
-// [LockReleased], [Waited], [Unauthorized], [TokenSet] and [Revoked].
+// [LockReleased], [Waited], [Unauthorized], [TokenSet], [Revoked] and
+// [RefreshTokenExpiring].
 type Event interface{ event() }
 
 // Reason is why a refresh started.
@@ -74,6 +75,9 @@ const (
 	// ReasonUnauthorized: an API answered 401 for the token
 	// ([Transport], InvalidateToken): the new token is forced.
 	ReasonUnauthorized Reason = "unauthorized"
+	// ReasonKeepAlive: [TokenSource.KeepAlive] refreshed a fresh token so
+	// that the refresh token's inactivity lifetime is renewed.
+	ReasonKeepAlive Reason = "keep_alive"
 )
 
 // Outcome is how a refresh ended.
@@ -257,6 +261,20 @@ type Revoked struct {
 	Err error
 }
 
+// RefreshTokenExpiring is the refresh token nearing its known expiry
+// ([TokenSource.RefreshTokenExpiry]): told once per refresh token, by the
+// first call to Token, or refresh, within a day of it (half its
+// lifetime, if shorter). Past Expiry the source returns
+// [ErrRefreshTokenExpired] and the user must sign in again.
+type RefreshTokenExpiring struct {
+	Expiry      time.Time     // by the source's clock
+	TimeLeft    time.Duration // until Expiry, when told
+	Fingerprint string        // of the refresh token
+	// KeepAlive reports that a refresh would push Expiry back
+	// ([TokenSource.KeepAlive]): an inactivity lifetime.
+	KeepAlive bool
+}
+
 func (RefreshStarted) event() {}
 func (RefreshEnded) event()   {}
 func (StoreLoaded) event()    {}
@@ -267,6 +285,8 @@ func (Waited) event()         {}
 func (Unauthorized) event()   {}
 func (TokenSet) event()       {}
 func (Revoked) event()        {}
+
+func (RefreshTokenExpiring) event() {}
 
 // Fingerprint identifies a refresh token in events and logs without
 // revealing it: the first 8 hex digits of its SHA-256, so that two events

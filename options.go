@@ -33,6 +33,8 @@ type options struct {
 	poolSize int
 	poolIdle time.Duration
 	limiter  *Limiter
+	// refreshLife is what WithRefreshTokenLifetime states; nil: nothing.
+	refreshLife *refreshLifetimes
 }
 
 func resolve(opts []Option) options {
@@ -121,7 +123,8 @@ func WithJSONBody() Option {
 // such as Auth0's "audience". They may not set a parameter the grant sets
 // itself (grant_type, refresh_token, client_id, client_secret, scope): such a
 // source fails every refresh with an error that says so. The default adds
-// none. [Cache] ignores it.
+// none. [Cache] ignores it. For access tokens for several audiences from
+// one refresh token, see [TokenSource.Audience].
 func WithEndpointParams(params url.Values) Option {
 	return func(o *options) {
 		o.params = make(url.Values, len(params))

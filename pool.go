@@ -161,6 +161,29 @@ func (p *Pool) Forget(ctx context.Context, key string) error {
 	return m.TokenSource.Forget(ctx)
 }
 
+// KeepAlive keeps key's refresh token alive, as [TokenSource.KeepAlive]
+// does: if a refresh is due only so that the refresh token does not reach
+// the end of its inactivity lifetime ([TokenSource.KeepAliveAt]), it
+// refreshes now, though the access token may be fresh; otherwise it sends
+// nothing. The Pool never does this by itself, and cannot list its keys'
+// stores: an application that wants its dormant users kept signed in calls
+// KeepAlive for each of them, say daily. A key the Pool does not hold is
+// made from its store first (with no request while its access token is
+// fresh); it returns the error of that, or of the refresh.
+func (p *Pool) KeepAlive(ctx context.Context, key string) error {
+	m, err := p.acquire(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer m.release()
+	// The token in the store, and with it what is known of the refresh
+	// token's lifetime, is read at the source's first refresh.
+	if _, err := m.TokenContext(ctx); err != nil {
+		return err
+	}
+	return m.TokenSource.KeepAlive(ctx)
+}
+
 // TokenSource returns an [oauth2.TokenSource] for key that resolves it in
 // the Pool at each call to Token: it may be kept for as long as the Pool,
 // whatever the Pool evicts meanwhile.
@@ -350,7 +373,7 @@ func (p *Pool) victims(now time.Time) []*member {
 // nothing sent: no caller waits for it (no call is inside s), and the
 // source that replaces s refreshes.
 func (s *TokenSource) idle() bool {
-	return s.mu.TryLock()
+	return s.own.mu.TryLock()
 }
 
 // evict retires m's source, outside the Pool's lock, and then removes m,
@@ -379,7 +402,7 @@ func (p *Pool) evict(m *member) {
 // saved; if that Save fails again, s stays open. Called with mu held,
 // which it releases: no refresh can have started meanwhile.
 func (s *TokenSource) retire() error {
-	defer s.mu.Unlock()
+	defer s.own.mu.Unlock()
 	if err := s.flush(); err != nil {
 		return err
 	}

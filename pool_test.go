@@ -506,3 +506,81 @@ func TestPoolRevoke(t *testing.T) {
 	r.token(t, "alice")
 	r.checkNoReuse(t)
 }
+
+// TestPoolKeepAlive: a dormant user's refresh token, whose inactivity
+// lifetime would end, is kept alive by the Pool's KeepAlive, also once
+// evicted (from the store, where its lifetime is kept), with one request
+// per keep-alive and none when it is not due.
+func TestPoolKeepAlive(t *testing.T) {
+	const day = 24 * time.Hour
+	r := newPoolRig(t, refreshtokentest.Config{Lifetime: 20 * day, RefreshInactivity: 10 * day},
+		refreshtoken.WithPoolSize(1), refreshtoken.WithRefreshTokenLifetime(0, 10*day))
+	ctx := context.Background()
+	r.login(t, "alice")
+	r.login(t, "bob")
+	r.token(t, "alice")
+	requests := r.srv.Stats().TokenRequests
+	if err := r.pool.KeepAlive(ctx, "alice"); err != nil {
+		t.Fatalf("KeepAlive(alice) when none is due = %v", err)
+	}
+	if got := r.srv.Stats().TokenRequests; got != requests {
+		t.Errorf("KeepAlive(alice) when none is due sent %d requests, want 0", got-requests)
+	}
+	// Each round, alice is idle for 9 days (bob, used meanwhile, evicts
+	// her), and kept alive from her store.
+	for round := range 3 {
+		r.clock.Add(9 * day)
+		r.login(t, "bob")
+		requests := r.srv.Stats().TokenRequests
+		if err := r.pool.KeepAlive(ctx, "alice"); err != nil {
+			t.Fatalf("round %d: KeepAlive(alice) = %v", round, err)
+		}
+		// Her access token is fresh: only the keep-alive refreshes.
+		if got := r.srv.Stats().TokenRequests - requests; got != 1 {
+			t.Errorf("round %d: KeepAlive(alice) sent %d requests, want 1", round, got)
+		}
+	}
+	if st := r.srv.Stats(); st.RefreshExpired != 0 || st.Rejected != 0 || st.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v, want no expired, rejected or reused refresh token", st)
+	}
+}
+
+// TestPoolSharesLimiter: a Pool's keys share the Limiter given to it: a
+// 429 with Retry-After answered to one key holds back the refresh of
+// another until then.
+func TestPoolSharesLimiter(t *testing.T) {
+	ctx := context.Background()
+	r := newLimitRig(t, refreshtokentest.Config{}, 10, 10)
+	stores := newKeyStores(r.clock.Now, false)
+	for _, key := range []string{"alice", "bob"} {
+		stores.get(key).Put(&oauth2.Token{RefreshToken: r.srv.NewRefreshToken("")})
+	}
+	pool := refreshtoken.NewPool(ctx, r.srv.Config(), stores.store, refreshtoken.WithClock(r.clock.Now),
+		refreshtoken.WithLimiter(r.limiter), refreshtoken.WithRefreshTimeout(time.Minute))
+	defer pool.Close()
+	r.srv.Inject(1, refreshtokentest.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"30"}}})
+	if _, err := pool.Token(ctx, "alice"); err == nil {
+		t.Fatal("Token(alice) = nil error, want the 429")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := pool.Token(ctx, "bob")
+		done <- err
+	}()
+	if at := recv(t, "the limiter's timer", r.clock.parked); !at.Equal(t0.Add(30 * time.Second)) {
+		t.Fatalf("bob waits for a slot at %v, want %v", at, t0.Add(30*time.Second))
+	}
+	if got := r.requests(); got != 1 {
+		t.Fatalf("requests during the hold = %d, want 1 (alice's 429)", got)
+	}
+	r.clock.Add(30 * time.Second)
+	if err := recv(t, "bob's Token", done); err != nil {
+		t.Fatalf("Token(bob) = %v", err)
+	}
+	if got := r.requests(); got != 2 {
+		t.Errorf("requests = %d, want 2", got)
+	}
+	if st := r.srv.Stats(); st.ReuseEvents != 0 {
+		t.Errorf("server saw %d reuses, want 0", st.ReuseEvents)
+	}
+}

@@ -63,21 +63,30 @@ type round struct {
 	accepted bool
 	// slot: a slot of the source's Limiter was taken for the request.
 	slot bool
+	// keepAlive marks a round of KeepAlive: it refreshes a fresh token
+	// too, while a keep-alive refresh is due.
+	keepAlive bool
 }
 
 // refresh is the one refresh in flight, run by singleflight in a goroutine
 // of its own so that no caller's context can cancel it. It returns the
-// *entry to hand out from.
-func (s *TokenSource) refresh() (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// entry to hand out from.
+func (s *TokenSource) refresh() (any, error) { return s.runRound(s.flightKey, false) }
+
+// keepAlive is the refresh of KeepAlive, run by singleflight likewise.
+func (s *TokenSource) keepAlive() (any, error) { return s.runRound(s.keepAliveKey(), true) }
+
+// runRound runs a round under singleflight's key.
+func (s *TokenSource) runRound(key string, keepAlive bool) (any, error) {
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
 	// stale must start a refresh of its own, not join this one, which may
 	// not have returned yet: it would get this refresh's result, and its
 	// entry, marked started, would never be refreshed in the background.
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
-	s.group.Forget(s.flightKey)
+	s.group.Forget(key)
 	// Close sets closed, then calls stopping: it stops this refresh, or
 	// this refresh sees closed.
 	prep, stop := context.WithCancel(s.ctx)
@@ -88,7 +97,7 @@ func (s *TokenSource) refresh() (any, error) {
 		return nil, ErrClosed
 	}
 	base := s.cur.Load()
-	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep}
+	r := &round{s: s, now: s.now(), base: base, v: base.view, timeout: s.timeout, prep: prep, keepAlive: keepAlive}
 	r.run()
 	r.release()
 	e, err := r.publish()
@@ -144,9 +153,13 @@ func (r *round) start() {
 	s := r.s
 	s.refreshes++
 	r.id, r.reason, r.began = s.refreshes, reason(r.base, r.now), time.Now()
+	if r.keepAliveDue() && r.base.at(r.now) == fresh {
+		r.reason = ReasonKeepAlive
+	}
 	s.latest.Store(r.id)
 	if s.obs != nil {
-		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.rt), TimeLeft: timeLeft(r.base, r.now)})
+		s.warnRefreshToken(r.now)
+		s.observe(RefreshStarted{ID: r.id, Reason: r.reason, Time: r.now, Fingerprint: Fingerprint(s.own.rt), TimeLeft: timeLeft(r.base, r.now)})
 	}
 }
 
@@ -156,7 +169,7 @@ func (r *round) ended() RefreshEnded {
 		Fingerprint: Fingerprint(r.from), TimeLeft: timeLeft(r.base, r.now)}
 	e.Status, e.ErrorCode = r.status, errorCode(r.err)
 	if r.rotated != "" && r.rotated != r.from {
-		// The answer's, not s.rt: a shared store may have replaced it
+		// The answer's, not s.own.rt: a shared store may have replaced it
 		// since (superseded).
 		e.Rotated, e.NewFingerprint = true, Fingerprint(r.rotated)
 	}
@@ -187,7 +200,7 @@ func (r *round) ended() RefreshEnded {
 // check reports whether a refresh is still needed and allowed: the caller
 // that started it may have seen an older entry.
 func (r *round) check() bool {
-	if r.v.at(r.now) == fresh {
+	if r.done() {
 		return false
 	}
 	if r.v.fail.blocked(r.now) {
@@ -195,6 +208,12 @@ func (r *round) check() bool {
 		return false
 	}
 	return true
+}
+
+// done reports whether the round has nothing left to do: the token is
+// fresh, and no keep-alive refresh is due.
+func (r *round) done() bool {
+	return r.v.at(r.now) == fresh && !r.keepAliveDue()
 }
 
 // syncStore reads the store, when due, and retries a pending Save. It
@@ -208,22 +227,22 @@ func (r *round) syncStore() bool {
 	}
 	ctx, cancel := context.WithTimeout(r.prep, r.s.timeout)
 	defer cancel()
-	if ss.due() && !r.load(ctx) {
+	if r.storeDue() && !r.load(ctx) {
 		return false
 	}
-	if r.v.at(r.now) == fresh {
+	if r.done() {
 		return false // the store's
 	}
 	p := ss.pending
 	if p == nil {
-		return true
+		return r.settled()
 	}
 	loaded, err := r.flushPending(ctx)
 	if err == nil {
-		return loaded && r.v.at(r.now) != fresh
+		return loaded && !r.done()
 	}
 	switch {
-	case r.holds(p.tok) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
+	case r.holds(p.fetched) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
 		// Only the Save of the token in use was due.
 		r.saveFailed(err)
 		return false
@@ -251,7 +270,7 @@ func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
 		return false, err
 	}
 	r.s.policy.saves = 0
-	if r.holds(p.tok) && r.v.fail.saveOnly() {
+	if r.holds(p.fetched) && r.v.fail.saveOnly() {
 		r.v.fail, r.changed = failure{}, true
 	}
 	return saved || r.load(ctx), nil
@@ -278,7 +297,7 @@ func (r *round) lease() bool {
 		// The wait may have ended while another process was saving the
 		// token it refreshed.
 		if tok, loadErr := r.s.loadStore(ctx, r.id); loadErr == nil {
-			if !r.adopt(tok) || r.v.at(r.now) == fresh {
+			if !r.adopt(tok) || r.done() {
 				return false
 			}
 		}
@@ -287,7 +306,7 @@ func (r *round) lease() bool {
 	}
 	r.unlock, r.locked = unlock, time.Now()
 	r.now = r.s.now() // the wait may have been long
-	if !r.load(ctx) || r.v.at(r.now) == fresh {
+	if !r.load(ctx) || r.done() {
 		return false
 	}
 	// The request must end well before the lease: once it has ended,
@@ -305,6 +324,9 @@ func (r *round) load(ctx context.Context) bool {
 		r.fail(err)
 		return false
 	}
+	if r.s.primary() {
+		r.s.own.primaryRead = true
+	}
 	return r.adopt(tok)
 }
 
@@ -321,9 +343,10 @@ func (s *TokenSource) loadStore(ctx context.Context, id uint64) (*oauth2.Token, 
 // is the latest rotation (a pending Save, which is newer, makes load return
 // nil), unless the endpoint has rejected it. Its access token replaces the
 // cached one if it expires later (a token given to New may be newer than a
-// store that holds only a refresh token) and is not one that was dropped.
-// A sign-out (Revoke or Forget, maybe in another process) signs the source
-// out, and adopt reports that the round ends there.
+// store that holds only a refresh token) and is not one that was dropped;
+// only the primary of a group takes it (see Audience). A sign-out (Revoke
+// or Forget, maybe in another process) signs the source out, and adopt
+// reports that the round ends there.
 func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 	if tok == nil {
 		return true
@@ -334,7 +357,11 @@ func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 		return false
 	}
 	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
-		s.rt = tok.RefreshToken
+		s.adoptLife(tok, r.now, tok.RefreshToken != s.own.rt)
+		s.own.rt = tok.RefreshToken
+	}
+	if !s.primary() {
+		return true // the stored access token is the primary's audience's
 	}
 	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
 	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.sched.expiry, r.v.sched.expiry)) ||
@@ -361,13 +388,17 @@ func (r *round) fetch() {
 		r.sent, r.request = true, time.Since(began)
 		return
 	}
-	r.from = s.rt
+	r.from = s.own.rt
 	if s.closed.Load() {
 		r.err = unsentError{ErrClosed} // Close came before the request
 		return
 	}
-	if s.rt != "" && s.rt == s.rejected {
+	if s.own.rt != "" && s.own.rt == s.rejected {
 		r.err = &rejectedError{errors.New("refreshtoken: the endpoint rejected this refresh token before: it is not sent again")}
+		return
+	}
+	if err := s.own.expired(r.now); err != nil {
+		r.err = err
 		return
 	}
 	// The access tokens the source holds or dropped last are secrets too,
@@ -379,10 +410,13 @@ func (r *round) fetch() {
 	ctx, cancel := context.WithTimeout(s.ctx, r.timeout)
 	defer cancel()
 	began := time.Now()
-	tok, rotated, status, err := s.grant.token(ctx, s.rt, cached...)
+	tok, rotated, status, err := s.grant.token(ctx, s.own.rt, s.own.family(), cached...)
 	r.sent, r.request, r.status = !errors.As(err, new(unsentError)), time.Since(began), status
 	if rotated != "" {
-		s.rt = rotated
+		s.own.rt = rotated
+	}
+	if tok != nil || rotated != "" {
+		s.renewLife(tok, r.now)
 	}
 	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {

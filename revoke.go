@@ -100,8 +100,8 @@ func (s *TokenSource) signOut(ctx context.Context, revoke bool) error {
 	if revoke && s.grant.revokeErr != nil {
 		return s.grant.revokeErr
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.own.mu.Lock()
+	defer s.own.mu.Unlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -159,13 +159,13 @@ func (o *signOutCall) run(ctx context.Context) {
 			return
 		}
 		if tok != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
-			s.rt = tok.RefreshToken // the latest rotation
+			s.own.rt = tok.RefreshToken // the latest rotation
 		}
 	}
-	if s.rt == "" && errors.Is(s.cur.Load().fail.err, ErrRevoked) {
+	if s.own.rt == "" && errors.Is(s.cur.Load().fail.err, ErrRevoked) {
 		return // signed out already
 	}
-	o.rt = s.rt
+	o.rt = s.own.rt
 	if o.revoke && o.rt != "" {
 		if !o.send(ctx) {
 			return
@@ -233,14 +233,33 @@ func (o *signOutCall) event() Revoked {
 		Dropped: o.dropped, Duration: time.Since(o.began), Err: o.err}
 }
 
-// signedOut returns the view of a signed-out source, from cur: no token,
-// and ErrRevoked until SetToken. The refresh token it had is never sent
-// again, whoever brings it back. Called with mu held.
+// signedOut signs out the sources of s's group, which share its refresh
+// token, and returns the view of s signed out, from cur: no token, and
+// ErrRevoked until SetToken. The refresh token they had is never sent
+// again, whoever brings it back. Called with own.mu held.
 func (s *TokenSource) signedOut(cur view) view {
-	if s.rt != "" {
-		s.rejected = s.rt
+	rt := s.own.rt
+	s.own.rt = ""
+	s.siblings(func(m *TokenSource) {
+		if rt != "" {
+			m.rejected = rt
+		}
+		for {
+			e := m.cur.Load()
+			if m.cur.CompareAndSwap(e, newEntry(signedOutView(e.view))) {
+				return
+			}
+		}
+	})
+	if rt != "" {
+		s.rejected = rt
 	}
-	s.rt = ""
+	return signedOutView(cur)
+}
+
+// signedOutView is cur signed out: no token, ErrRevoked, and cur's access
+// token remembered as dropped, so that no store brings it back.
+func signedOutView(cur view) view {
 	v := view{fail: failure{err: ErrRevoked, permanent: true}, drop: drop{access: cur.drop.access}}
 	if cur.tok != nil {
 		v.drop.access = cur.tok.AccessToken

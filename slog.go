@@ -118,6 +118,11 @@ func classify(e Event) (context.Context, slog.Level, string) {
 			return ctx, slog.LevelInfo, "signed out; the refresh token was revoked"
 		}
 		return ctx, slog.LevelDebug, "signed out already"
+	case RefreshTokenExpiring:
+		if e.KeepAlive {
+			return ctx, slog.LevelInfo, "refresh token expires soon unless refreshed"
+		}
+		return ctx, slog.LevelWarn, "refresh token expires soon; the user must sign in again"
 	}
 	return ctx, slog.LevelDebug, "event"
 }
@@ -187,6 +192,9 @@ func attrs(e Event) []slog.Attr {
 			a = append(a, slog.Int("status", e.Status))
 		}
 		a = appendErr(a, e.Err)
+	case RefreshTokenExpiring:
+		a = append(a, slog.String("rt_fingerprint", e.Fingerprint), slog.Time("expiry", e.Expiry),
+			slog.Duration("time_left", e.TimeLeft), slog.Bool("keep_alive", e.KeepAlive))
 	}
 	return a
 }

@@ -19,8 +19,10 @@ import (
 // it holds and sending that one could be a reuse: callers get the error,
 // and Load is tried again after a back-off. It calls Save with every new
 // token (access token, real expiry, refresh token, ExpiresIn, and the raw
-// fields such as id_token, which Save may drop) before any caller is
-// handed it. It never calls Load or Save concurrently with itself, and
+// fields such as id_token, which Save may drop, and what is known of the
+// refresh token's lifetime, which Save should keep: the Extra keys
+// [ExtraRefreshTokenExpiry] and [ExtraRefreshTokenFamily]) before any
+// caller is handed it. It never calls Load or Save concurrently with itself, and
 // saves tokens in the order it got them. A Store should keep ExpiresIn: a
 // loaded token's early window is then clamped to its lifetime, as a
 // fetched one's is. Every token the source saves has an Expiry within a

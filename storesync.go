@@ -24,6 +24,13 @@ type storeSync struct {
 	// SaveIfCurrent compares with for a Cache source, which has no
 	// refresh token of its own.
 	storedRT string
+	// stored is the token st was last known to hold (nil if none or not
+	// known), whose access token the sources of Audience save again. It
+	// is kept only once keepStored is set (the group has a second source):
+	// a source alone never reads it, and it would hold a second copy of
+	// the access token per idle source.
+	stored     *oauth2.Token
+	keepStored bool
 	// pending is a token whose Save failed, to be saved before anything
 	// else; nil if none.
 	pending *pendingSave
@@ -36,6 +43,10 @@ type storeSync struct {
 // pendingSave is a token whose Save failed.
 type pendingSave struct {
 	tok *oauth2.Token // the token; it may hold only a refresh token
+	// fetched is the token of the source whose Save this is, as its view
+	// holds it: tok, but for a sibling of Audience, whose tok holds the
+	// primary's access token (groupToken).
+	fetched *oauth2.Token
 	// from is the refresh token a shared store must still hold for tok to
 	// be saved (SaveIfCurrent); force saves it whatever the store holds
 	// (a SetToken before the store was ever read).
@@ -73,6 +84,7 @@ func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
 	}
 	ss.loaded = true
 	ss.storedRT = ""
+	ss.remember(tok)
 	if tok != nil {
 		ss.storedRT = tok.RefreshToken
 	}
@@ -97,8 +109,16 @@ func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (
 	})
 	if saved {
 		ss.storedRT = tok.RefreshToken
+		ss.remember(tok)
 	}
 	return saved, err
+}
+
+// remember records tok as what st holds, if the group needs it.
+func (ss *storeSync) remember(tok *oauth2.Token) {
+	if ss.keepStored {
+		ss.stored = tok
+	}
 }
 
 // force stores tok whatever the store holds.
@@ -107,6 +127,7 @@ func (ss *storeSync) force(ctx context.Context, tok *oauth2.Token) error {
 	err := safely(func() error { return ss.st.Save(ctx, &t) })
 	if err == nil {
 		ss.storedRT = tok.RefreshToken
+		ss.remember(tok)
 	}
 	return err
 }

@@ -34,24 +34,27 @@ var ErrNoToken = errors.New("refreshtoken: no refresh token: none was given and 
 // goroutine and no timer. The zero value is not usable. The tokens it
 // returns are the caller's own copies.
 type TokenSource struct {
+	// A field added here is copied, or left zero, for the sources of
+	// Audience in sibling (audience.go).
+
 	// cur is what Token hands out. Token reads it without a lock. It is
 	// replaced whole: by a refresh's publish, SetToken and Flush (mu
 	// held), by the drops of Invalidate, InvalidateToken and Transport,
 	// which compare-and-swap without a lock, and emptied by Close.
 	cur atomic.Pointer[entry]
 
-	// mu serialises refreshes, SetToken and Flush, and guards rt,
-	// rejected, policy and the store's state. singleflight alone runs
-	// one refresh at a time, but SetToken and Flush do not go through it.
-	mu sync.Mutex
-	// rt is the refresh token the grant sends: its one owner. Only a
-	// refresh (a rotation, a load from the store) and SetToken write it.
-	rt string
-	// rejected is a refresh token the endpoint rejected for good; it is
-	// never sent again, whoever brings it back (a store, SetToken).
+	// own owns the refresh token: its lock serialises the refreshes,
+	// SetToken and Flush of this source and of the sources of Audience
+	// that share it, and guards rejected, policy and the store's state.
+	// It is &owned for a source made by New or Cache.
+	own   *owner
+	owned owner
+	// rejected is a refresh token the endpoint rejected for good; this
+	// source never sends it again, whoever brings it back (a store,
+	// SetToken).
 	rejected string
 	policy   policy
-	store    *storeSync // nil without WithStore
+	store    *storeSync // nil without WithStore; the group's, own.mu guards it
 
 	// config is what the source shares with the other sources made by
 	// the same Pool (New and Cache make one per source): set once, never
@@ -149,12 +152,14 @@ func (w *waiting) count() (int, time.Duration) {
 // to run its refreshes in group under key.
 func (s *TokenSource) init(c *config, st Store, group *singleflight.Group, key string) {
 	s.config, s.group, s.flightKey = c, group, key
+	s.own = &s.owned
 	if c.obs != nil {
 		s.waiting = new(waiting)
 	}
 	if st != nil {
 		s.store = newStoreSync(st)
 	}
+	s.own = &s.owned
 	s.cur.Store(&entry{})
 }
 
@@ -194,8 +199,9 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 	s := new(TokenSource)
 	s.init(newGrantConfig(ctx, conf, o), o.store, new(singleflight.Group), refreshKey)
 	if tok != nil {
-		s.rt = tok.RefreshToken
+		s.own.rt = tok.RefreshToken
 	}
+	s.startLife(tok, s.now())
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	return s
 }
@@ -203,7 +209,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 // newGrantConfig returns the config of sources that use the refresh grant
 // of conf: New's, and a Pool's, whose sources share it.
 func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config {
-	g := &grant{json: o.json, params: o.params, revokeURL: o.revokeURL}
+	g := &grant{json: o.json, params: o.params, revokeURL: o.revokeURL, lifetimes: o.refreshLife}
 	if conf != nil {
 		g.tokenURL = conf.Endpoint.TokenURL
 		g.clientID = conf.ClientID
@@ -292,6 +298,9 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // fast path of Token and of Transport.
 func (s *TokenSource) current(ctx context.Context) (*entry, time.Time, error) {
 	now := s.now()
+	if s.obs != nil {
+		s.warnRefreshToken(now)
+	}
 	e := s.cur.Load()
 	switch e.at(now) {
 	case fresh:

@@ -63,8 +63,9 @@ func New(path string) *Store {
 	return &Store{path: path}
 }
 
-// record is the file's content: the token's fields, and the two response
-// fields that Token.Extra serves.
+// record is the file's content: the token's fields, and the extras that
+// Token.Extra serves: two response fields and what the source knows of the
+// refresh token's lifetime.
 type record struct {
 	AccessToken  string    `json:"access_token,omitempty"`
 	TokenType    string    `json:"token_type,omitempty"`
@@ -73,6 +74,10 @@ type record struct {
 	ExpiresIn    int64     `json:"expires_in,omitempty"` // the lifetime, with which Expiry dates the token
 	IDToken      string    `json:"id_token,omitempty"`
 	Scope        string    `json:"scope,omitempty"`
+	// What the source knows of the refresh token's lifetime: the extras
+	// refreshtoken.ExtraRefreshTokenExpiry and ExtraRefreshTokenFamily.
+	RefreshExpiry string `json:"refresh_token_expiry,omitempty"`
+	RefreshFamily string `json:"refresh_token_family_issued,omitempty"`
 }
 
 // maxFile bounds what Load reads: a token file is a few kilobytes.
@@ -119,6 +124,12 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 	if r.Scope != "" {
 		extra["scope"] = r.Scope
 	}
+	if r.RefreshExpiry != "" {
+		extra["refresh_token_expiry"] = r.RefreshExpiry
+	}
+	if r.RefreshFamily != "" {
+		extra["refresh_token_family_issued"] = r.RefreshFamily
+	}
 	return tok.WithExtra(extra), nil
 }
 
@@ -128,6 +139,8 @@ func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 	r := record{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry, ExpiresIn: tok.ExpiresIn}
 	r.IDToken, _ = tok.Extra("id_token").(string)
 	r.Scope, _ = tok.Extra("scope").(string)
+	r.RefreshExpiry, _ = tok.Extra("refresh_token_expiry").(string)
+	r.RefreshFamily, _ = tok.Extra("refresh_token_family_issued").(string)
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("filestore: %w", err)

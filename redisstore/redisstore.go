@@ -13,8 +13,9 @@
 // ends.
 //
 // The token is a Redis hash with the fields access_token, token_type,
-// refresh_token, expiry (RFC 3339), expires_in, id_token and scope, the
-// empty ones left out; the lock is a string under the key followed by
+// refresh_token, expiry (RFC 3339), expires_in, id_token, scope,
+// refresh_token_expiry and refresh_token_family_issued, the empty ones
+// left out; the lock is a string under the key followed by
 // ":lock". Both hold secrets: protect the Redis server as you would the
 // refresh tokens (ACLs, TLS, no public port), and run it with persistence
 // (appendonly yes): a Redis that restarts empty has lost the latest
@@ -129,13 +130,20 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 		return nil, fmt.Errorf("redisstore: %q is not a token: it has neither an access token nor a refresh token", s.key)
 	}
 	extra := map[string]any{}
-	for _, k := range []string{"id_token", "scope"} {
+	for _, k := range keptExtras {
 		if v := h[k]; v != "" {
 			extra[k] = v
 		}
 	}
 	return tok.WithExtra(extra), nil
 }
+
+// keptExtras are the string extras of a token that the hash keeps: two
+// response fields, and what the source knows of the refresh token's
+// lifetime (the keys refreshtoken.ExtraRefreshTokenExpiry and
+// ExtraRefreshTokenFamily, spelled out so that this module builds with a
+// core that predates them).
+var keptExtras = []string{"id_token", "scope", "refresh_token_expiry", "refresh_token_family_issued"}
 
 // saveScript replaces the hash at KEYS[1] with the field-value pairs from
 // ARGV[4] on. If ARGV[1] is "1", it does so only if the stored
@@ -190,7 +198,7 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 	if tok.ExpiresIn > 0 {
 		add("expires_in", strconv.FormatInt(tok.ExpiresIn, 10))
 	}
-	for _, k := range []string{"id_token", "scope"} {
+	for _, k := range keptExtras {
 		v, _ := tok.Extra(k).(string)
 		add(k, v)
 	}

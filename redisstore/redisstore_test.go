@@ -59,7 +59,8 @@ func TestRoundTrip(t *testing.T) {
 	}
 	full := (&oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1",
 		Expiry: time.Date(2026, 11, 25, 13, 0, 0, 123, time.UTC), ExpiresIn: 3600}).
-		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access"})
+		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access",
+			"refresh_token_expiry": "2026-12-25T13:00:00.5Z", "refresh_token_family_issued": "2026-11-25T12:00:00Z"})
 	for _, tc := range []struct {
 		name string
 		tok  *oauth2.Token
@@ -79,7 +80,9 @@ func TestRoundTrip(t *testing.T) {
 			opt := cmp.Comparer(func(a, b *oauth2.Token) bool {
 				return a.AccessToken == b.AccessToken && a.TokenType == b.TokenType && a.RefreshToken == b.RefreshToken &&
 					a.Expiry.Equal(b.Expiry) && a.ExpiresIn == b.ExpiresIn &&
-					a.Extra("id_token") == b.Extra("id_token") && a.Extra("scope") == b.Extra("scope")
+					a.Extra("id_token") == b.Extra("id_token") && a.Extra("scope") == b.Extra("scope") &&
+					a.Extra("refresh_token_expiry") == b.Extra("refresh_token_expiry") &&
+					a.Extra("refresh_token_family_issued") == b.Extra("refresh_token_family_issued")
 			})
 			if diff := cmp.Diff(tc.tok, got, opt); diff != "" {
 				t.Errorf("Load after Save (-want +got):\n%s", diff)

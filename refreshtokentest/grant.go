@@ -64,6 +64,11 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
 		return status, body, nil
 	}
+	if s.refreshExpired(rt, now) {
+		s.stats.RefreshExpired++
+		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		return status, body, nil
+	}
 	scope := rt.family.scope
 	if req := params.Get("scope"); req != "" {
 		granted := strings.Fields(rt.family.scope)
@@ -75,8 +80,14 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		}
 		scope = req
 	}
+	audience := params.Get("audience")
+	if !s.knownAudience(audience) {
+		status, body = oauthError(http.StatusForbidden, "access_denied", fmt.Sprintf("Service not found: %s", audience))
+		return status, body, nil
+	}
 
-	body = s.issue(rt.family, scope, now, reissue)
+	body = s.issue(rt.family, scope, audience, now, reissue)
+	s.audienceRefreshes[audience]++
 	s.stats.Refreshes++
 	if !rt.issuedAt.IsZero() {
 		if age := now.Sub(rt.issuedAt); s.stats.YoungestRefreshed == 0 || age < s.stats.YoungestRefreshed {
@@ -91,22 +102,32 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 		rt.family.newest = next
 		body["refresh_token"] = next
 		rotated = rt
+		s.putRefreshLife(body, rt.successor, now)
+	} else {
+		rt.lastUsed = now
+		s.putRefreshLife(body, rt, now)
 	}
 	return http.StatusOK, body, rotated
 }
 
-// issue returns the answer to a grant for fam: a new access token, or with
-// reissue the family's last one if it is still valid, and an id_token if
-// scope holds openid. Called with mu held.
-func (s *Server) issue(fam *family, scope string, now time.Time, reissue bool) map[string]any {
+// issue returns the answer to a grant for fam: a new access token for
+// audience ("" for the default), or with reissue the family's last one if
+// it is still valid and for audience, and an id_token if scope holds
+// openid. Called with mu held.
+func (s *Server) issue(fam *family, scope, audience string, now time.Time, reissue bool) map[string]any {
 	secs := max(int64(s.cfg.Lifetime/time.Second), 1)
 	exp := now.Add(time.Duration(secs) * time.Second)
 	access := "at-" + rand.Text()
 	if s.cfg.JWTAccessTokens {
-		access = jwt(map[string]any{"exp": exp.Unix(), "iat": now.Unix(), "jti": rand.Text()})
+		claims := map[string]any{"exp": exp.Unix(), "iat": now.Unix(), "jti": rand.Text()}
+		if audience != "" {
+			claims["aud"] = audience
+		}
+		access = jwt(claims)
 	}
 	s.secret(access)
-	if prev, ok := s.access[fam.access]; reissue && ok && now.Before(prev) {
+	s.audiences[access] = audience
+	if prev, ok := s.access[fam.access]; reissue && ok && now.Before(prev) && s.audiences[fam.access] == audience {
 		access, exp = fam.access, prev
 		secs = max(int64(prev.Sub(now)/time.Second), 1)
 	}
@@ -137,13 +158,14 @@ func (s *Server) issue(fam *family, scope string, now time.Time, reissue bool) m
 // device): a new family, its first access token, and a refresh token only
 // if scope holds offline_access, as Auth0 issues one. Called with mu held.
 func (s *Server) login(scope string, now time.Time) (map[string]any, *family) {
-	fam := &family{scope: scope}
-	body := s.issue(fam, scope, now, false)
+	fam := &family{started: now, scope: scope}
+	body := s.issue(fam, scope, "", now, false)
 	if hasScope(scope, "offline_access") {
 		rt := s.secret("rt-" + rand.Text())
 		s.refresh[rt] = &refreshState{family: fam}
 		fam.newest = rt
 		body["refresh_token"] = rt
+		s.putRefreshLife(body, s.refresh[rt], now)
 	}
 	s.stats.Logins++
 	return body, fam

@@ -32,7 +32,7 @@ var _ SharedStore = (*MemoryStore)(nil)
 // processes of a fleet are sources that share one MemoryStore. It keeps a
 // token's fields as the persistent stores do (the access and refresh
 // tokens, type, expiry without its monotonic reading, ExpiresIn, and the
-// id_token and scope extras), and its lock is a lease on its own clock.
+// id_token, scope and refresh token lifetime extras), and its lock is a lease on its own clock.
 // Faults set with [MemoryStore.SetFaults] make it fail as a store that is
 // down, loses replies or loses locks would; [MemoryStore.Stats] counts its
 // calls.
@@ -101,9 +101,21 @@ func NewMemoryStore(clock func() time.Time, lease time.Duration) *MemoryStore {
 	return &MemoryStore{clock: clock, lease: lease, freed: make(chan struct{})}
 }
 
+// The keys of refreshtoken.ExtraRefreshTokenExpiry and
+// refreshtoken.ExtraRefreshTokenFamily: what a source knows of its refresh
+// token's lifetime, which a store keeps.
+const (
+	refreshExpiryKey = "refresh_token_expiry"
+	refreshFamilyKey = "refresh_token_family_issued"
+)
+
+// keptExtras are the string extras a store keeps.
+var keptExtras = []string{"id_token", "scope", refreshExpiryKey, refreshFamilyKey}
+
 // copyToken returns a copy of tok as a store keeps it: the fields a
 // source relies on, the expiry without its monotonic reading, and the
-// string extras id_token and scope.
+// string extras id_token, scope, refresh_token_expiry and
+// refresh_token_family_issued.
 func copyToken(tok *oauth2.Token) *oauth2.Token {
 	if tok == nil {
 		return nil
@@ -111,7 +123,7 @@ func copyToken(tok *oauth2.Token) *oauth2.Token {
 	c := &oauth2.Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
 		Expiry: tok.Expiry.Round(0), ExpiresIn: tok.ExpiresIn}
 	extra := map[string]any{}
-	for _, k := range []string{"id_token", "scope"} {
+	for _, k := range keptExtras {
 		if v, ok := tok.Extra(k).(string); ok && v != "" {
 			extra[k] = v
 		}

@@ -172,12 +172,13 @@ func TestMemoryStorePutAndStored(t *testing.T) {
 	}
 	m.SetFaults(refreshtokentest.StoreFaults{Load: errDown, Save: errDown})
 	tok := (&oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: time.Now().Add(time.Hour), ExpiresIn: 3600}).
-		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid", "other": "dropped"})
+		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid", "other": "dropped", "refresh_token_expiry": "2026-12-25T13:00:00Z"})
 	m.Put(tok)
 	tok.AccessToken = "at-changed"
 	got := m.Stored()
-	if got.AccessToken != "at-1" || got.Extra("id_token") != "id-1" || got.Extra("scope") != "openid" || got.Extra("other") != nil {
-		t.Errorf("Stored() = %+v with id_token %v, scope %v, other %v; want the token Put, with id_token and scope only",
+	if got.AccessToken != "at-1" || got.Extra("id_token") != "id-1" || got.Extra("scope") != "openid" || got.Extra("other") != nil ||
+		got.Extra("refresh_token_expiry") != "2026-12-25T13:00:00Z" {
+		t.Errorf("Stored() = %+v with id_token %v, scope %v, other %v; want the token Put, with id_token, scope and the refresh token's expiry only",
 			got, got.Extra("id_token"), got.Extra("scope"), got.Extra("other"))
 	}
 	if got.Expiry.String() != got.Expiry.Round(0).String() || !got.Expiry.Equal(tok.Expiry) {

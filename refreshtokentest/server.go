@@ -12,7 +12,9 @@
 // refresh token sent again revokes its whole family, as Auth0 does. It also
 // serves a protected API at /api that rejects an unknown or expired access
 // token with 401, so a test can check that no caller ever used an expired
-// token.
+// token. A refresh request's audience parameter chooses the API its access
+// token is for, from one family, as Auth0's multi-resource refresh tokens
+// do, and /api?audience=X accepts only access tokens for X.
 //
 // It serves Auth0's revocation endpoint (RFC 7009) at /oauth/revoke
 // ([Server.RevokeURL]): a refresh token sent there, with the client's
@@ -106,6 +108,27 @@ type Config struct {
 	// sends (whole seconds, at least 1); a device polling sooner, by
 	// Clock, is answered slow_down. Default 5 seconds, RFC 8628's.
 	DeviceInterval time.Duration
+	// RefreshAbsolute and RefreshInactivity are the refresh tokens'
+	// lifetimes, as an Auth0 application sets them: absolute from the
+	// first issue of the family (a login, NewRefreshToken), which
+	// rotation does not extend; inactivity from the issue of the refresh
+	// token, or its last use without rotation. A refresh token past
+	// either is answered 403 invalid_grant, as Auth0 does. Zero, the
+	// default, is no limit.
+	RefreshAbsolute, RefreshInactivity time.Duration
+	// RefreshExpiresInField, if set, names the field in which an answer
+	// that issues (or, without rotation, uses) a refresh token tells the
+	// seconds it has left by those lifetimes, whole and rounded down:
+	// "refresh_token_expires_in" as Azure AD and GitHub name it,
+	// "refresh_expires_in" as Keycloak does. Nothing is sent for a
+	// refresh token without a limit. Default none, as Auth0.
+	RefreshExpiresInField string
+	// Audiences lists the APIs (audience parameter of a refresh) the
+	// server issues access tokens for, as an Auth0 tenant knows its APIs;
+	// a refresh for another is answered 403 access_denied. A refresh
+	// without audience is for the default API, "". Nil, the default,
+	// accepts any audience. See [Server.AccessAudience].
+	Audiences []string
 	// Listener is where NewServer serves, such as a net.Listen on a
 	// chosen address; the Server's URL is built from its address, and
 	// Close closes it. Default a new listener on a loopback port.
@@ -156,6 +179,7 @@ type Stats struct {
 	Rejected       int // token requests answered with an error, or not at all
 	ReuseEvents    int // retired refresh tokens sent again (each revoked a family)
 	ReuseTolerated int // retired refresh tokens accepted within the reuse interval
+	RefreshExpired int // refresh tokens refused past RefreshAbsolute or RefreshInactivity
 	// ReplacedSent counts retired refresh tokens sent again although the
 	// answer that replaced them was delivered: a client that lost or
 	// ignored a rotated token. It counts whether or not the reuse was
@@ -197,10 +221,14 @@ type Server struct {
 	stats   Stats
 	refresh map[string]*refreshState // by refresh token
 	access  map[string]time.Time     // access token to expiry
-	faults  []injected
-	revokes []injected // faults of /oauth/revoke
-	window  int64      // the second (UNIX) the rate limit counts in
-	inWin   int        // requests in that second
+	// audiences maps every access token issued to its audience;
+	// audienceRefreshes counts the successful refreshes per audience.
+	audiences         map[string]string
+	audienceRefreshes map[string]int
+	faults            []injected
+	revokes           []injected // faults of /oauth/revoke
+	window            int64      // the second (UNIX) the rate limit counts in
+	inWin             int        // requests in that second
 
 	codes   map[string]*authCode   // by authorization code
 	devices map[string]*deviceAuth // by device code
@@ -221,9 +249,11 @@ type refreshState struct {
 	successor *refreshState
 	delivered bool      // the answer with its successor reached the client
 	issuedAt  time.Time // when a refresh issued it; zero for NewRefreshToken's
+	lastUsed  time.Time // its last refresh, without rotation
 }
 
 type family struct {
+	started time.Time // its first issue
 	scope   string
 	revoked bool
 	access  string // the access token last issued, for ReissueAccessToken
@@ -256,9 +286,12 @@ func NewServer(cfg Config) *Server {
 		cfg:     cfg,
 		refresh: make(map[string]*refreshState),
 		access:  make(map[string]time.Time),
-		codes:   make(map[string]*authCode),
-		devices: make(map[string]*deviceAuth),
-		users:   make(map[string]*deviceAuth),
+
+		audiences:         make(map[string]string),
+		audienceRefreshes: make(map[string]int),
+		codes:             make(map[string]*authCode),
+		devices:           make(map[string]*deviceAuth),
+		users:             make(map[string]*deviceAuth),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
@@ -305,7 +338,7 @@ func (s *Server) NewRefreshToken(scope string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rt := s.secret("rt-" + rand.Text())
-	s.refresh[rt] = &refreshState{family: &family{scope: scope, newest: rt}}
+	s.refresh[rt] = &refreshState{family: &family{started: s.cfg.Clock(), scope: scope, newest: rt}}
 	return rt
 }
 
@@ -543,14 +576,15 @@ func (f Fault) code() string {
 }
 
 // serveAPI is a protected resource: 200 for a known, unexpired access
-// token, 401 otherwise.
+// token (for the audience of the query's audience parameter, if it has
+// one), 401 otherwise.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.APICalls++
 	access, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	exp, known := s.access[access]
-	if !ok || !known || !s.cfg.Clock().Before(exp) {
+	if !ok || !known || !s.cfg.Clock().Before(exp) || !s.forAudience(r, access) {
 		s.stats.APIRejected++
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		http.Error(w, "invalid or expired access token", http.StatusUnauthorized)

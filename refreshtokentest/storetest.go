@@ -100,7 +100,8 @@ func roundTrips() []struct {
 func fullToken() *oauth2.Token {
 	return (&oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1",
 		Expiry: time.Date(2026, 11, 25, 13, 0, 0, 123456789, time.UTC), ExpiresIn: 3600}).
-		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access"})
+		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access",
+			refreshExpiryKey: "2026-12-25T12:00:00.5Z", refreshFamilyKey: "2026-11-25T11:00:00Z"})
 }
 
 // checkLoad reports, as what, a Load of s that fails or differs from want
@@ -120,7 +121,8 @@ func checkLoad(t *testing.T, s Store, what string, want *oauth2.Token) *oauth2.T
 
 // tokenDiff describes how got differs from want in what a store keeps, or
 // returns "". An expiry may differ by less than a second; the extras
-// id_token and scope may be missing.
+// (id_token, scope, and what is known of the refresh token's lifetime) may
+// be missing.
 func tokenDiff(want, got *oauth2.Token) string {
 	if want == nil || got == nil {
 		if want != got {
@@ -144,7 +146,7 @@ func tokenDiff(want, got *oauth2.Token) string {
 	if got.ExpiresIn != want.ExpiresIn {
 		d = append(d, fmt.Sprintf("ExpiresIn = %d, want %d", got.ExpiresIn, want.ExpiresIn))
 	}
-	for _, k := range []string{"id_token", "scope"} {
+	for _, k := range keptExtras {
 		if v := got.Extra(k); v != nil && v != want.Extra(k) {
 			d = append(d, fmt.Sprintf("Extra(%q) = %v, want %v (or nil: a store may drop it)", k, v, want.Extra(k)))
 		}

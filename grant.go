@@ -131,13 +131,20 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	if len(g.scopes) > 0 {
 		v.Set("scope", strings.Join(g.scopes, " "))
 	}
+	return g.post(ctx, g.tokenURL, "token", v, rt)
+}
+
+// post builds the POST of v to target (the endpoint named what, for
+// errors) with the client's authentication, for a request that sends rt:
+// the client secret in the body, or HTTP Basic; form-encoded, or JSON with
+// WithJSONBody.
+func (g *grant) post(ctx context.Context, target, what string, v url.Values, rt string) (*http.Request, error) {
 	if !g.basicAuth {
 		v.Set("client_id", g.clientID)
 		if g.clientSecret != "" {
 			v.Set("client_secret", g.clientSecret)
 		}
 	}
-
 	var body []byte
 	contentType := "application/x-www-form-urlencoded"
 	if g.json {
@@ -154,9 +161,9 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 	} else {
 		body = []byte(v.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.tokenURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.secrets(rt, nil)...))
+		return nil, fmt.Errorf("refreshtoken: bad %s URL: %w", what, redactURL(err, g.secrets(rt, nil)...))
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")

@@ -1,9 +1,7 @@
 package refreshtoken
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -327,32 +325,7 @@ func (g *grant) revoke(ctx context.Context, rt string, redactAlso ...string) (st
 // authentication and the encoding of the refresh request.
 func (g *grant) revokeRequest(ctx context.Context, rt string) (*http.Request, error) {
 	v := url.Values{"token": {rt}, "token_type_hint": {"refresh_token"}}
-	if !g.basicAuth {
-		v.Set("client_id", g.clientID)
-		if g.clientSecret != "" {
-			v.Set("client_secret", g.clientSecret)
-		}
-	}
-	body := []byte(v.Encode())
-	contentType := "application/x-www-form-urlencoded"
-	if g.json {
-		m := make(map[string]string, len(v))
-		for k := range v {
-			m[k] = v.Get(k)
-		}
-		body, _ = json.Marshal(m) // a map of strings always marshals
-		contentType = "application/json"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.revokeURL, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("refreshtoken: bad revocation URL: %w", redactURL(err, g.secrets(rt, nil)...))
-	}
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("Accept", "application/json")
-	if g.basicAuth {
-		req.SetBasicAuth(url.QueryEscape(g.clientID), url.QueryEscape(g.clientSecret))
-	}
-	return req, nil
+	return g.post(ctx, g.revokeURL, "revocation", v, rt)
 }
 
 // revokeError is an error answer of the revocation endpoint. Its message

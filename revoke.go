@@ -131,6 +131,14 @@ func (o *signOutCall) run(ctx context.Context) {
 			return
 		}
 		defer func() {
+			if p := ss.pending; p != nil && p.tok.RefreshToken != signedOut {
+				// The sign-out failed, and the store still holds a
+				// refresh token the server has retired: the lock stays
+				// kept until the pending Save lands, as a refresh keeps
+				// it, so that no other process sends that token.
+				ss.held = unlock
+				return
+			}
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 			defer cancel()
 			unlock(uctx)

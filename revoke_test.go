@@ -591,3 +591,33 @@ func TestRevokeAfterClose(t *testing.T) {
 		t.Error("the family was revoked")
 	}
 }
+// A Revoke that fails must not release the fleet lock kept for a pending
+// Save of a rotated refresh token: another process would send the retired
+// one.
+func TestRevokeFailureKeepsHeldLock(t *testing.T) {
+	clock := newFakeClock(t0)
+	st := refreshtokentest.NewMemoryStore(clock.Now, time.Hour)
+	srv, a, rt := revokeSetup(t, clock, refreshtokentest.Config{}, &revoked{}, refreshtoken.WithStore(st))
+	mustToken(t, a)
+	clock.Add(2 * time.Hour)
+	st.SetFaults(refreshtokentest.StoreFaults{Save: errBroken})
+	a.Token() // rotates; the Save fails: the lock is kept
+	if !st.Locked() {
+		t.Fatal("lock not kept after the failed Save")
+	}
+	srv.InjectRevoke(1, refreshtokentest.Fault{Status: http.StatusServiceUnavailable})
+	if err := a.Revoke(context.Background()); err == nil {
+		t.Fatal("Revoke succeeded")
+	}
+	if !st.Locked() {
+		t.Error("the failed Revoke released the lock kept for the pending Save")
+	}
+	st.SetFaults(refreshtokentest.StoreFaults{})
+	b := replica(t, srv, clock, st, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	b.TokenContext(ctx)
+	if s := srv.Stats(); s.ReuseEvents != 0 || s.ReplacedSent != 0 {
+		t.Errorf("another process sent the retired refresh token: %+v", s)
+	}
+}

@@ -160,6 +160,8 @@ func (s *TokenSource) sibling(audience string, scopes []string) *TokenSource {
 	}
 	c := *s.config
 	c.grant, c.src = g, nil // a Cache source's inner source has no audience
+	// Its flightKey is the primary's: its keep-alive must not join theirs.
+	c.keepAlives = new(singleflight.Group)
 	g.now = c.now
 	m := new(TokenSource)
 	m.init(&c, nil, new(singleflight.Group), refreshKey)

@@ -391,6 +391,7 @@ func (p *Pool) evict(m *member) {
 		// still registered under the key; that refresh may in turn
 		// forget the next source's, which costs at most one more flight.
 		p.group.Forget(m.flightKey)
+		p.conf.keepAlives.Forget(m.flightKey)
 	} else {
 		p.touch(m, p.conf.now())
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -583,4 +584,69 @@ func TestPoolSharesLimiter(t *testing.T) {
 	if st := r.srv.Stats(); st.ReuseEvents != 0 {
 		t.Errorf("server saw %d reuses, want 0", st.ReuseEvents)
 	}
+}
+
+// TestPoolKeepAliveKeyApart: no key names another's keep-alive refresh:
+// a key made of another and a suffix, asked for while that key's
+// keep-alive waits for its refresh, is its own key (it has no token), and
+// is never handed the other user's access token.
+func TestPoolKeepAliveKeyApart(t *testing.T) {
+	const day = 24 * time.Hour
+	g := newGate()
+	r := newPoolRig(t, refreshtokentest.Config{Lifetime: 10 * day, RefreshInactivity: 10 * day, OnTokenRequest: g.holdWhenArmed},
+		refreshtoken.WithRefreshTokenLifetime(0, 10*day), refreshtoken.WithEarlyRefresh(2*day), refreshtoken.WithJitter(0))
+	ctx := context.Background()
+	defer func() { // a failed test must not leave the server holding a request
+		select {
+		case <-g.release:
+		default:
+			close(g.release)
+		}
+	}()
+	r.login(t, "alice")
+	alice := r.token(t, "alice")
+	r.clock.Add(9*day + time.Hour) // stale, and a keep-alive is due
+	g.armed.Store(true)
+	r.token(t, "alice") // starts alice's background refresh
+	recv(t, "alice's refresh request", g.arrived)
+	kaDone := make(chan error, 1)
+	go func() { kaDone <- r.pool.KeepAlive(ctx, "alice") }()
+	eventually(t, "the keep-alive flight waiting for alice's lock", func() bool { return stackHas("(*TokenSource).keepAlive") })
+
+	evil := "alice\x00keep-alive"
+	type res struct {
+		tok *oauth2.Token
+		err error
+	}
+	evilDone := make(chan res, 1)
+	go func() {
+		tok, err := r.pool.Token(ctx, evil)
+		evilDone <- res{tok, err}
+	}()
+	// Its own key: no token, at once, while alice's keep-alive still
+	// waits. Joined to alice's flight, it would wait for her refresh.
+	got := recv(t, "Token of the other key", evilDone)
+	close(g.release)
+	g.armed.Store(false)
+	if err := recv(t, "KeepAlive", kaDone); err != nil {
+		t.Fatal(err)
+	}
+	if got.err == nil {
+		now := r.token(t, "alice")
+		t.Errorf("Token(%q) = a token, want ErrNoToken; alice's now: %v, alice's old: %v", evil,
+			got.tok.AccessToken == now.AccessToken, got.tok.AccessToken == alice.AccessToken)
+	} else if !errors.Is(got.err, refreshtoken.ErrNoToken) {
+		t.Errorf("Token(evil) = %v", got.err)
+	}
+}
+
+// stackHas reports whether a goroutine of the package's code has s in its
+// stack.
+func stackHas(s string) bool {
+	for _, g := range ourGoroutines() {
+		if strings.Contains(g, s) {
+			return true
+		}
+	}
+	return false
 }

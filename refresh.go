@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
 
 // refreshKey is the singleflight key of a source that has a group of its
@@ -71,13 +72,13 @@ type round struct {
 // refresh is the one refresh in flight, run by singleflight in a goroutine
 // of its own so that no caller's context can cancel it. It returns the
 // entry to hand out from.
-func (s *TokenSource) refresh() (any, error) { return s.runRound(s.flightKey, false) }
+func (s *TokenSource) refresh() (any, error) { return s.runRound(s.group, false) }
 
 // keepAlive is the refresh of KeepAlive, run by singleflight likewise.
-func (s *TokenSource) keepAlive() (any, error) { return s.runRound(s.keepAliveKey(), true) }
+func (s *TokenSource) keepAlive() (any, error) { return s.runRound(s.keepAlives, true) }
 
-// runRound runs a round under singleflight's key.
-func (s *TokenSource) runRound(key string, keepAlive bool) (any, error) {
+// runRound runs a round, under the source's flightKey in group.
+func (s *TokenSource) runRound(group *singleflight.Group, keepAlive bool) (any, error) {
 	s.own.mu.Lock()
 	defer s.own.mu.Unlock()
 	// A caller that sees the entry this refresh is about to publish turn
@@ -86,7 +87,7 @@ func (s *TokenSource) runRound(key string, keepAlive bool) (any, error) {
 	// entry, marked started, would never be refreshed in the background.
 	// Callers that come during this refresh join one more call, which waits
 	// for mu and finds the entry fresh.
-	s.group.Forget(key)
+	group.Forget(s.flightKey)
 	// Close sets closed, then calls stopping: it stops this refresh, or
 	// this refresh sees closed.
 	prep, stop := context.WithCancel(s.ctx)

@@ -591,6 +591,7 @@ func TestRevokeAfterClose(t *testing.T) {
 		t.Error("the family was revoked")
 	}
 }
+
 // A Revoke that fails must not release the fleet lock kept for a pending
 // Save of a rotated refresh token: another process would send the retired
 // one.

@@ -390,10 +390,6 @@ func (s *TokenSource) keepAliveAt(l *rtLife) time.Time {
 	return time.Time{}
 }
 
-// keepAliveKey is the singleflight key of s's keep-alive refresh: apart
-// from its refresh's, in the source's group or its Pool's.
-func (s *TokenSource) keepAliveKey() string { return s.flightKey + "\x00keep-alive" }
-
 // KeepAlive refreshes now if a keep-alive refresh is due
 // ([TokenSource.KeepAliveAt]), though the access token may be fresh, so
 // that the server renews the refresh token before its inactivity lifetime
@@ -409,7 +405,7 @@ func (s *TokenSource) KeepAlive(ctx context.Context) error {
 		return ErrClosed
 	}
 	select {
-	case r := <-s.group.DoChan(s.keepAliveKey(), s.keepAlive):
+	case r := <-s.keepAlives.DoChan(s.flightKey, s.keepAlive):
 		return r.Err
 	case <-ctx.Done():
 		return fmt.Errorf("refreshtoken: gave up waiting for a keep-alive refresh: %w", ctx.Err())

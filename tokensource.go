@@ -102,11 +102,16 @@ type config struct {
 	// limiter is the request budget the source shares; nil without
 	// WithLimiter.
 	limiter *Limiter
+	// keepAlives runs the keep-alive refreshes (KeepAlive) of the sources
+	// that share the config, each under its flightKey: a group apart from
+	// their refreshes', whose keys a Pool's user keys are, so that no key
+	// can name another's keep-alive.
+	keepAlives *singleflight.Group
 }
 
 // newConfig returns the config of o, with the values of ctx.
 func newConfig(ctx context.Context, o options) *config {
-	return &config{onNew: o.onNew, window: o.window, clock: o.clock, timeout: o.timeout, ctx: context.WithoutCancel(ctx), obs: o.obs, limiter: o.limiter}
+	return &config{onNew: o.onNew, window: o.window, clock: o.clock, timeout: o.timeout, ctx: context.WithoutCancel(ctx), obs: o.obs, limiter: o.limiter, keepAlives: new(singleflight.Group)}
 }
 
 // waiting counts the callers waiting for a refresh, for RefreshEnded.
@@ -159,7 +164,6 @@ func (s *TokenSource) init(c *config, st Store, group *singleflight.Group, key s
 	if st != nil {
 		s.store = newStoreSync(st)
 	}
-	s.own = &s.owned
 	s.cur.Store(&entry{})
 }
 

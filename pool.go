@@ -25,11 +25,12 @@ import (
 // the Pool made after evicting it would send the same refresh token, and
 // with rotation that second use gets the whole token family revoked. A
 // call pins the source for its duration. A source is evicted only when no
-// call is inside it and no refresh is in flight, after a token whose Save
-// failed has been saved (one that cannot be saved stays); a call for a key
-// being evicted waits for the eviction to end and then loads the key's
-// store afresh, so that it starts from the latest rotation. A key evicted
-// while its access token is fresh comes back with no request.
+// call is inside it, no refresh is in flight and no token of its waits to
+// be saved (a failed Save is retried by its own next refresh, Flush or
+// Close). An eviction does no I/O and holds the Pool's lock: the key's next
+// call makes a new source, which loads the key's store afresh, and so
+// starts from the latest rotation. A key evicted while its access token is
+// fresh comes back with no request.
 //
 // Eviction is checked on the Pool's calls, not by a goroutine or a timer:
 // beyond [WithPoolSize] sources, the least recently used are evicted, and
@@ -48,15 +49,14 @@ type Pool struct {
 	idle  time.Duration
 	epoch time.Time // member.used counts from it, by the pool's clock
 
-	// mu guards keys, closed, leaving, the list and the pool fields of
-	// every member (prev, next, used, gone), and is never held across a
-	// call into a source or a store: only a source's TryLock is made under it.
+	// mu guards keys, closed, the list and the pool fields of every
+	// member (prev, next, used), and is never held across a call into a
+	// store or a wait: under it, an eviction only tries a source's lock
+	// (TryLock) and closes the source.
 	mu     sync.Mutex
 	keys   map[string]*member
 	root   member // of the list of members, most recently used first
 	closed bool
-	// leaving counts the members being evicted, which keys still holds.
-	leaving int
 	// group runs the refreshes of every member, each under its key.
 	group singleflight.Group
 }
@@ -72,9 +72,6 @@ type member struct {
 	// with the Pool's mu held, so that an eviction, which reads it under
 	// mu, cannot race with a call coming in; it is decremented without.
 	users atomic.Int32
-	// gone is not nil while the member is evicted, and is closed when the
-	// eviction has ended, successfully or not.
-	gone chan struct{}
 }
 
 // scanLimit bounds how many members a call looks at for eviction: the
@@ -111,10 +108,10 @@ func NewPool(ctx context.Context, conf *oauth2.Config, store func(key string) St
 // does; the first call for a key loads its store. A key whose store holds
 // no token gets an error that matches [ErrNoToken] until
 // [Pool.SetToken] gives it one. If ctx ends while the call waits for the
-// key's eviction or refresh, Token returns an error wrapping ctx.Err().
+// key's refresh, Token returns an error wrapping ctx.Err().
 // The returned Token is the caller's own copy.
 func (p *Pool) Token(ctx context.Context, key string) (*oauth2.Token, error) {
-	m, err := p.acquire(ctx, key)
+	m, err := p.acquire(key)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +124,7 @@ func (p *Pool) Token(ctx context.Context, key string) (*oauth2.Token, error) {
 // key's store, and SetToken returns the error of that Save (tok is in use
 // all the same, and the Pool does not evict the key before it is saved).
 func (p *Pool) SetToken(ctx context.Context, key string, tok *oauth2.Token) error {
-	m, err := p.acquire(ctx, key)
+	m, err := p.acquire(key)
 	if err != nil {
 		return err
 	}
@@ -142,7 +139,7 @@ func (p *Pool) SetToken(ctx context.Context, key string, tok *oauth2.Token) erro
 // until [Pool.SetToken]. If the revocation fails, the token is kept and
 // the error returned; [Pool.Forget] drops it without telling the server.
 func (p *Pool) Revoke(ctx context.Context, key string) error {
-	m, err := p.acquire(ctx, key)
+	m, err := p.acquire(key)
 	if err != nil {
 		return err
 	}
@@ -153,7 +150,7 @@ func (p *Pool) Revoke(ctx context.Context, key string) error {
 // Forget signs key's user out without telling the server, as
 // [TokenSource.Forget] does.
 func (p *Pool) Forget(ctx context.Context, key string) error {
-	m, err := p.acquire(ctx, key)
+	m, err := p.acquire(key)
 	if err != nil {
 		return err
 	}
@@ -171,7 +168,7 @@ func (p *Pool) Forget(ctx context.Context, key string) error {
 // made from its store first (with no request while its access token is
 // fresh); it returns the error of that, or of the refresh.
 func (p *Pool) KeepAlive(ctx context.Context, key string) error {
-	m, err := p.acquire(ctx, key)
+	m, err := p.acquire(key)
 	if err != nil {
 		return err
 	}
@@ -232,7 +229,7 @@ type poolTransport struct {
 }
 
 func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	m, err := t.p.acquire(req.Context(), t.key)
+	m, err := t.p.acquire(t.key)
 	if err != nil {
 		closeBody(req)
 		return nil, err
@@ -242,8 +239,7 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return tr.RoundTrip(req)
 }
 
-// Len returns how many sources the Pool holds, those being evicted
-// included.
+// Len returns how many sources the Pool holds.
 func (p *Pool) Len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,9 +268,8 @@ func (p *Pool) Close() error {
 }
 
 // acquire returns key's member, pinned: the caller releases it. It makes
-// the member if there is none, waits for an eviction of the key to end,
-// and evicts the members that are due.
-func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
+// the member if there is none, and evicts the members that are due.
+func (p *Pool) acquire(key string) (*member, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -287,15 +282,6 @@ func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
 		}
 		m := p.keys[key]
 		switch {
-		case m != nil && m.gone != nil:
-			gone := m.gone
-			p.mu.Unlock()
-			select {
-			case <-gone:
-				continue
-			case <-ctx.Done():
-				return nil, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", ctx.Err())
-			}
 		case m == nil && st == nil:
 			p.mu.Unlock()
 			if st = p.store(key); st == nil {
@@ -311,11 +297,8 @@ func (p *Pool) acquire(ctx context.Context, key string) (*member, error) {
 		m.users.Add(1)
 		now := p.conf.now()
 		p.touch(m, now)
-		victims := p.victims(now)
+		p.evictDue(now)
 		p.mu.Unlock()
-		for _, v := range victims {
-			p.evict(v)
-		}
 		return m, nil
 	}
 }
@@ -342,72 +325,64 @@ func (p *Pool) touch(m *member, now time.Time) {
 	p.link(m)
 }
 
-// victims picks the members to evict at now, from the least recently
-// used, looking at scanLimit members at most, and marks them leaving; each
-// is returned with its source's mu held. Called with mu held.
-func (p *Pool) victims(now time.Time) []*member {
-	var out []*member
+// evictDue evicts the members due at now, from the least recently used,
+// looking at scanLimit members at most. Called with mu held.
+func (p *Pool) evictDue(now time.Time) {
 	m := p.root.prev
 	for range scanLimit {
 		if m == &p.root {
 			break
 		}
-		over := p.size > 0 && len(p.keys)-p.leaving > p.size
+		over := p.size > 0 && len(p.keys) > p.size
 		idle := p.idle > 0 && now.Sub(p.epoch)-m.used >= p.idle
 		if !over && !idle {
 			break // the members before m were used later still
 		}
-		if m.gone == nil && m.users.Load() == 0 && m.idle() {
-			m.gone = make(chan struct{})
-			p.leaving++
-			out = append(out, m)
+		prev := m.prev
+		if m.users.Load() == 0 && m.idle() {
+			p.evict(m)
 		}
-		m = m.prev
+		m = prev
 	}
-	return out
 }
 
-// idle reports whether no refresh of s runs, and if so returns with mu
-// held, so that none can run until retire. A background refresh that a
-// call started and that has yet to take mu finds s closed, and ends with
-// nothing sent: no caller waits for it (no call is inside s), and the
-// source that replaces s refreshes.
+// idle reports whether s may be evicted, and if so returns with own.mu
+// held, so that no refresh can run until retire: no refresh runs, and no
+// token waits to be saved. A background refresh that a call started and
+// that has yet to take own.mu finds s closed, and ends with nothing sent:
+// no caller waits for it (no call is inside s), and the source that
+// replaces s refreshes. A token whose Save failed is saved by the source's
+// own next refresh, Flush or Close, not by an eviction on another key's
+// call, which would make that call wait for a store that may hang.
 func (s *TokenSource) idle() bool {
-	return s.own.mu.TryLock()
+	if !s.own.mu.TryLock() {
+		return false
+	}
+	if s.store != nil && s.store.pending != nil {
+		s.own.mu.Unlock()
+		return false
+	}
+	return true
 }
 
-// evict retires m's source, outside the Pool's lock, and then removes m,
-// or, if its pending token could not be saved, keeps it as the most
-// recently used, to be tried again after the others.
+// evict retires m's source and removes m. Called with mu held, and with
+// m's own.mu held by idle.
 func (p *Pool) evict(m *member) {
-	err := m.retire()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.leaving--
-	if err == nil {
-		delete(p.keys, m.flightKey)
-		p.unlink(m)
-		// The key's next source must not join a refresh of this one
-		// still registered under the key; that refresh may in turn
-		// forget the next source's, which costs at most one more flight.
-		p.group.Forget(m.flightKey)
-		p.conf.keepAlives.Forget(m.flightKey)
-	} else {
-		p.touch(m, p.conf.now())
-	}
-	close(m.gone)
-	m.gone = nil
+	m.retire()
+	delete(p.keys, m.flightKey)
+	p.unlink(m)
+	// The key's next source must not join a refresh of this one still
+	// registered under the key; that refresh may in turn forget the next
+	// source's, which costs at most one more flight.
+	p.group.Forget(m.flightKey)
+	p.conf.keepAlives.Forget(m.flightKey)
 }
 
-// retire closes s for an eviction, once a token whose Save failed is
-// saved; if that Save fails again, s stays open. Called with mu held,
-// which it releases: no refresh can have started meanwhile.
-func (s *TokenSource) retire() error {
+// retire closes s for an eviction. Called with own.mu held (see idle),
+// which it releases: no refresh can have run meanwhile, and no token
+// waits to be saved.
+func (s *TokenSource) retire() {
 	defer s.own.mu.Unlock()
-	if err := s.flush(); err != nil {
-		return err
-	}
 	s.closed.Store(true)
 	s.cur.Store(&entry{})
-	return nil
 }

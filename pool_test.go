@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,63 +275,28 @@ func TestPoolNoEvictionDuringRefresh(t *testing.T) {
 	r.checkNoReuse(t)
 }
 
-// TestPoolEvictionSavesFirst: a key whose rotated token could not be
-// saved is not evicted while the Save fails; once it succeeds the key is
-// evicted, and comes back from the store with that token: nothing lost, no
-// reuse.
-func TestPoolEvictionSavesFirst(t *testing.T) {
-	r := newPoolRig(t, refreshtokentest.Config{}, refreshtoken.WithPoolSize(1))
-	r.login(t, "alice")
-	st := r.stores.get("alice")
-	st.SetFaults(refreshtokentest.StoreFaults{Save: errors.New("store down")})
-	if _, err := r.pool.Token(context.Background(), "alice"); !errors.Is(err, refreshtoken.ErrNotSaved) {
-		t.Fatalf("Token() with the store down = %v, want ErrNotSaved", err)
-	}
-	r.login(t, "bob")
-	if got := r.pool.Len(); got != 2 {
-		t.Fatalf("Len() = %d with alice's token unsaved, want 2 (not evicted)", got)
-	}
-	st.SetFaults(refreshtokentest.StoreFaults{})
-	r.token(t, "bob") // evicts alice, whose Save now succeeds
-	if got := r.pool.Len(); got != 1 {
-		t.Fatalf("Len() = %d once alice's store is back, want 1", got)
-	}
-	rt := st.Stored().RefreshToken
-	if newest, alive := r.srv.Newest(rt); !alive || newest != rt {
-		t.Errorf("alice's store holds a refresh token that is not her newest (alive %v)", alive)
-	}
-	r.clock.Add(time.Hour)
-	r.token(t, "alice")
-	r.checkNoReuse(t)
-}
-
-// blockingSave is a Store whose Save, once armed, reports that it started
-// and waits to be released.
-type blockingSave struct {
+// countingSaves is a Store that counts its Saves.
+type countingSaves struct {
 	refreshtoken.Store
-	armed            chan struct{} // closed to arm
-	started, release chan struct{}
+	saves atomic.Int32
 }
 
-func (b *blockingSave) Save(ctx context.Context, tok *oauth2.Token) error {
-	select {
-	case <-b.armed:
-		b.started <- struct{}{}
-		<-b.release
-	default:
-	}
-	return b.Store.Save(ctx, tok)
+func (c *countingSaves) Save(ctx context.Context, tok *oauth2.Token) error {
+	c.saves.Add(1)
+	return c.Store.Save(ctx, tok)
 }
 
-// TestPoolCallDuringEviction: a call for a key being evicted (its pending
-// Save under way) waits for the eviction, then starts from the store,
-// which holds the latest rotation: no error, no reuse.
-func TestPoolCallDuringEviction(t *testing.T) {
+// TestPoolEvictionSavesNothing: a key whose rotated token could not be
+// saved is not evicted, and no call of another key saves it (which would
+// make that call wait for the key's store); the key's own next call, after
+// the Save's back-off, saves it, and then the key is evicted and comes
+// back from the store with that token: nothing lost, no reuse.
+func TestPoolEvictionSavesNothing(t *testing.T) {
 	clock := newFakeClock(t0)
 	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
 	defer srv.Close()
 	mem := refreshtokentest.NewMemoryStore(clock.Now, 0)
-	alice := &blockingSave{Store: struct{ refreshtoken.Store }{mem}, armed: make(chan struct{}), started: make(chan struct{}, 1), release: make(chan struct{})}
+	alice := &countingSaves{Store: struct{ refreshtoken.Store }{mem}}
 	others := newKeyStores(clock.Now, false)
 	p := refreshtoken.NewPool(context.Background(), srv.Config(), func(key string) refreshtoken.Store {
 		if key == "alice" {
@@ -345,30 +311,47 @@ func TestPoolCallDuringEviction(t *testing.T) {
 	}
 	mem.SetFaults(refreshtokentest.StoreFaults{Save: errors.New("store down")})
 	if _, err := p.Token(ctx, "alice"); !errors.Is(err, refreshtoken.ErrNotSaved) {
-		t.Fatalf("Token() = %v, want ErrNotSaved", err)
+		t.Fatalf("Token(alice) with the store down = %v, want ErrNotSaved", err)
 	}
 	mem.SetFaults(refreshtokentest.StoreFaults{})
-	close(alice.armed)
-	evicting := make(chan error, 1)
-	go func() { evicting <- p.SetToken(ctx, "bob", &oauth2.Token{RefreshToken: srv.NewRefreshToken("")}) }()
-	recv(t, "the Save of alice's eviction", alice.started)
-	clock.Add(time.Hour) // alice's token has expired: her next call refreshes
-	called := make(chan error, 1)
-	go func() {
-		_, err := p.Token(ctx, "alice")
-		called <- err
-	}()
-	select {
-	case err := <-called:
-		t.Fatalf("Token(alice) returned (%v) while her eviction was saving her token", err)
-	default:
-	}
-	close(alice.release)
-	if err := recv(t, "bob's SetToken", evicting); err != nil {
+	saves := alice.saves.Load()
+	if err := p.SetToken(ctx, "bob", &oauth2.Token{RefreshToken: srv.NewRefreshToken("")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := recv(t, "alice's Token", called); err != nil {
-		t.Errorf("Token(alice) after her eviction = %v", err)
+	for range 3 {
+		if _, err := p.Token(ctx, "bob"); err != nil {
+			t.Fatalf("Token(bob) = %v", err)
+		}
+	}
+	if got := p.Len(); got != 2 {
+		t.Errorf("Len() = %d with alice's token unsaved, want 2 (not evicted)", got)
+	}
+	if got := alice.saves.Load() - saves; got != 0 {
+		t.Errorf("bob's calls saved alice's token %d times, want 0", got)
+	}
+	// Past the Save's back-off, alice's call hands out her token and saves
+	// it in the background.
+	clock.Add(2 * time.Second)
+	if _, err := p.Token(ctx, "alice"); err != nil {
+		t.Fatalf("Token(alice) once her store is back = %v", err)
+	}
+	eventually(t, "alice's Save", func() bool { return alice.saves.Load() > saves })
+	eventually(t, "alice evicted by bob's calls", func() bool {
+		if _, err := p.Token(ctx, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		return p.Len() == 1
+	})
+	if got := alice.saves.Load() - saves; got != 1 {
+		t.Errorf("alice's token was saved %d times, want 1", got)
+	}
+	rt := mem.Stored().RefreshToken
+	if newest, alive := srv.Newest(rt); !alive || newest != rt {
+		t.Errorf("alice's store holds a refresh token that is not her newest (alive %v)", alive)
+	}
+	clock.Add(time.Hour)
+	if _, err := p.Token(ctx, "alice"); err != nil {
+		t.Fatalf("Token(alice) from her store = %v", err)
 	}
 	if st := srv.Stats(); st.ReuseEvents != 0 {
 		t.Errorf("server saw %d reuses, want 0", st.ReuseEvents)

@@ -57,6 +57,11 @@ type Pool struct {
 	keys   map[string]*member
 	root   member // of the list of members, most recently used first
 	closed bool
+	// rejected keeps, for each key evicted after the endpoint rejected its
+	// refresh token for good, that refresh token: the key's next source
+	// does not send it again, though the store still holds it. SetToken
+	// of the key drops it.
+	rejected map[string]string
 	// group runs the refreshes of every member, each under its key.
 	group singleflight.Group
 }
@@ -291,6 +296,11 @@ func (p *Pool) acquire(key string) (*member, error) {
 		case m == nil:
 			m = new(member)
 			m.init(p.conf, st, &p.group, key)
+			if rt := p.rejected[key]; rt != "" {
+				// A store that holds it still is not read as a new
+				// token: the refresh fails as rejected, with no request.
+				m.rejected, m.own.rt = rt, rt
+			}
 			p.keys[key] = m
 			p.link(m)
 		}
@@ -368,6 +378,14 @@ func (s *TokenSource) idle() bool {
 // evict retires m's source and removes m. Called with mu held, and with
 // m's own.mu held by idle.
 func (p *Pool) evict(m *member) {
+	if m.rejected != "" && m.cur.Load().fail.permanent {
+		if p.rejected == nil {
+			p.rejected = make(map[string]string)
+		}
+		p.rejected[m.flightKey] = m.rejected
+	} else {
+		delete(p.rejected, m.flightKey) // SetToken ended the rejection
+	}
 	m.retire()
 	delete(p.keys, m.flightKey)
 	p.unlink(m)

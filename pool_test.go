@@ -633,3 +633,29 @@ func stackHas(s string) bool {
 	}
 	return false
 }
+
+// TestPoolRejectedAfterEviction: a refresh token the endpoint rejected for
+// good is not sent again by the key's next source after an eviction, though
+// the store still holds it; a new sign-in ends that.
+func TestPoolRejectedAfterEviction(t *testing.T) {
+	r := newPoolRig(t, refreshtokentest.Config{}, refreshtoken.WithPoolSize(1))
+	ctx := context.Background()
+	rt := r.srv.NewRefreshToken("")
+	r.pool.SetToken(ctx, "alice", &oauth2.Token{RefreshToken: rt})
+	r.login(t, "bob")
+	r.srv.Revoke(rt)
+	for i := range 3 {
+		if _, err := r.pool.Token(ctx, "alice"); !errors.Is(err, refreshtoken.ErrRefreshRejected) {
+			t.Fatalf("round %d: Token(alice) = %v", i, err)
+		}
+		r.token(t, "bob") // evicts alice
+	}
+	if got := r.srv.Stats().Rejected; got != 1 {
+		t.Errorf("the rejected refresh token was sent %d times, want 1", got)
+	}
+	r.login(t, "alice")
+	r.token(t, "alice")
+	r.token(t, "bob") // evicts alice
+	r.token(t, "alice")
+	r.checkNoReuse(t)
+}

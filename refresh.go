@@ -353,7 +353,7 @@ func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 		return true
 	}
 	s := r.s
-	if s.grant != nil && tok.RefreshToken == signedOut {
+	if tok.RefreshToken == signedOut {
 		r.v, r.changed, r.replaced, r.err = s.signedOut(r.v), true, true, ErrRevoked
 		return false
 	}

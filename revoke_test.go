@@ -622,3 +622,21 @@ func TestRevokeFailureKeepsHeldLock(t *testing.T) {
 		t.Errorf("another process sent the retired refresh token: %+v", s)
 	}
 }
+
+// TestCacheObeysSignOut: a Cache source that loads the sign-out from its
+// store is signed out, as every source is: it asks its inner source for
+// nothing and leaves the sign-out in the store.
+func TestCacheObeysSignOut(t *testing.T) {
+	clock := newFakeClock(t0)
+	st := refreshtokentest.NewMemoryStore(clock.Now, 0)
+	st.Put(&oauth2.Token{RefreshToken: "refreshtoken:signed-out"})
+	src := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "a", RefreshToken: "r", Expiry: t0.Add(time.Hour)})
+	ts := refreshtoken.Cache(src, refreshtoken.WithStore(st), refreshtoken.WithClock(clock.Now))
+	defer ts.Close()
+	if _, err := ts.Token(); !errors.Is(err, refreshtoken.ErrRevoked) {
+		t.Errorf("Token() = %v, want ErrRevoked", err)
+	}
+	if got := st.Stored().RefreshToken; got != "refreshtoken:signed-out" {
+		t.Error("the Cache source replaced the sign-out in the store")
+	}
+}

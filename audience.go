@@ -293,5 +293,5 @@ func (r *round) settled() bool {
 		return true
 	}
 	r.v.fail, r.changed = failure{}, true
-	return r.v.at(r.now) != fresh
+	return !r.done()
 }

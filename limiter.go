@@ -2,6 +2,7 @@ package refreshtoken
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -234,6 +235,9 @@ func laterOf(a, b time.Time) time.Time {
 // wait for a slot (awaitSlot).
 func (r *round) mayStartEarly() bool {
 	l := r.s.limiter
+	if l != nil && r.keepAlive && r.v.at(r.now) == fresh {
+		return r.mayKeepAlive(l)
+	}
 	if l == nil || r.v.at(r.now) != stale {
 		return true
 	}
@@ -259,6 +263,31 @@ func (r *round) mayStartEarly() bool {
 		return true
 	}
 	r.putOff(r.now.Add(in))
+	return false
+}
+
+// mayKeepAlive takes a slot of l for a keep-alive refresh of a fresh
+// token, which can wait as an early refresh can: if none is free it does
+// not wait behind the refreshes whose callers do, but fails with a
+// *RetryError at the slot it would take, with nothing sent and the view
+// unchanged, unless that slot comes after the refresh token expires.
+func (r *round) mayKeepAlive(l *Limiter) bool {
+	var deadline time.Duration
+	if exp := r.s.RefreshTokenExpiry(); !exp.IsZero() {
+		if deadline = exp.Sub(r.now); deadline <= 0 {
+			return true // expired: the round fails without a request
+		}
+	}
+	ok, in := l.allow(deadline)
+	switch {
+	case ok:
+		r.slot = true
+		return true
+	case deadline != 0 && in >= deadline:
+		return true // waits for a slot, as a refresh whose callers wait
+	}
+	r.err = &RetryError{Err: errors.New("refreshtoken: keep-alive put off: the shared request budget has no slot free before the refresh token expires"),
+		RetryAt: r.now.Add(in)}
 	return false
 }
 

@@ -411,3 +411,42 @@ func ExampleWithLimiter() {
 	// user 2 true <nil>
 	// rate limited: 0
 }
+
+// TestLimiterKeepAliveYields: a keep-alive refresh of a fresh token can
+// wait, as an early refresh can: with the budget spent by a refresh whose
+// callers wait, it sends nothing and fails at once with a *RetryError at
+// the slot it would take, instead of queuing with them; once that slot has
+// come, it refreshes.
+func TestLimiterKeepAliveYields(t *testing.T) {
+	const day = 24 * time.Hour
+	ctx := context.Background()
+	r := newLimitRig(t, refreshtokentest.Config{Lifetime: 20 * day, RefreshInactivity: 10 * day}, 1, 1)
+	ts := r.source(nil, refreshtoken.WithRefreshTokenLifetime(0, 10*day))
+	other := r.source(nil)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Add(9 * day) // ts's keep-alive is due; the bucket is full again
+	if _, err := other.Token(); err != nil {
+		t.Fatal(err)
+	}
+	requests := r.requests()
+	err := ts.KeepAlive(ctx)
+	var re *refreshtoken.RetryError
+	if !errors.As(err, &re) || !re.RetryAt.After(r.clock.Now()) || re.RetryAt.After(r.clock.Now().Add(time.Second)) {
+		t.Fatalf("KeepAlive() with the budget spent = %v, want a *RetryError within the next second", err)
+	}
+	if got := r.requests(); got != requests {
+		t.Fatalf("KeepAlive() with the budget spent sent %d requests, want 0", got-requests)
+	}
+	r.clock.Set(re.RetryAt)
+	if err := ts.KeepAlive(ctx); err != nil {
+		t.Fatalf("KeepAlive() once its slot has come = %v", err)
+	}
+	if got := r.requests(); got != requests+1 {
+		t.Errorf("KeepAlive() sent %d requests, want 1", got-requests)
+	}
+	if st := r.srv.Stats(); st.RefreshExpired != 0 || st.ReuseEvents != 0 || st.RateLimited != 0 {
+		t.Errorf("server stats = %+v, want no expiry, reuse or 429", st)
+	}
+}

@@ -129,8 +129,8 @@ func (r *round) release() {
 }
 
 // run runs the steps of the round, each of which reports whether the
-// round goes on. fly would let a panic end the program, in a goroutine
-// no caller can recover in: a panic of the inner source or of the callback is a failed
+// round goes on. singleflight would re-panic in a goroutine no caller can
+// recover in: a panic of the inner source or of the callback is a failed
 // refresh.
 func (r *round) run() {
 	defer func() {

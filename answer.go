@@ -171,7 +171,9 @@ func (r *round) superseded(ctx context.Context) {
 		r.fail(errors.Join(errSuperseded, err))
 		return
 	}
-	r.adopt(tok)
+	if !r.adopt(tok) {
+		return // signed out, by another process
+	}
 	if r.v.at(r.now) == expired {
 		r.fail(errSuperseded)
 		return

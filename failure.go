@@ -193,12 +193,12 @@ func digits(v string) (n int64, ok bool) {
 // the failure and when the next attempt may run.
 func (r *round) fail(err error) {
 	s := r.s
-	var f failure
+	var f *failure
 	if permanent(err) {
 		if !errors.Is(err, ErrRefreshRejected) {
 			err = &rejectedError{err}
 		}
-		f = failure{err: err, permanent: true}
+		f = &failure{err: err, permanent: true}
 		if s.grant != nil && r.from != "" {
 			s.rejected = r.from
 			s.rejectSiblings(r.from, err)
@@ -206,7 +206,7 @@ func (r *round) fail(err error) {
 	} else {
 		s.policy.refreshes++
 		at := retryAt(s.policy.refreshes, err, s.now(), r.latest(), rand.Float64())
-		f = failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
+		f = &failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
 	}
 	r.v.fail, r.changed, r.err = f, true, f.err
 }
@@ -218,7 +218,7 @@ func (r *round) saveFailed(err error) {
 	s := r.s
 	s.policy.saves++
 	at := retryAt(s.policy.saves, nil, r.now, r.v.sched.refreshAt, rand.Float64())
-	r.v.fail = failure{err: &saveError{err}, retryAt: at}
+	r.v.fail = &failure{err: &saveError{err}, retryAt: at}
 	r.changed, r.err = true, r.v.fail.err
 }
 

@@ -126,7 +126,7 @@ type signOutCall struct {
 
 func (o *signOutCall) run(ctx context.Context) {
 	s, ss := o.s, o.s.store
-	if ss != nil && ss.shared != nil {
+	if ss != nil && ss.shared {
 		unlock, expires, err := o.lock(ctx)
 		if err != nil {
 			o.err = fmt.Errorf("refreshtoken: signing out: nothing was sent, and the token is kept: %w", err)
@@ -162,7 +162,7 @@ func (o *signOutCall) run(ctx context.Context) {
 			s.own.rt = tok.RefreshToken // the latest rotation
 		}
 	}
-	if s.own.rt == "" && errors.Is(s.cur.Load().fail.err, ErrRevoked) {
+	if s.own.rt == "" && errors.Is(s.cur.Load().failed().err, ErrRevoked) {
 		return // signed out already
 	}
 	o.rt = s.own.rt
@@ -196,7 +196,7 @@ func (o *signOutCall) lock(ctx context.Context) (unlock func(context.Context) er
 func (o *signOutCall) send(ctx context.Context) bool {
 	s := o.s
 	cur := s.cur.Load()
-	cached := []string{cur.drop.access}
+	cached := []string{cur.drops().access}
 	if cur.tok != nil {
 		cached = append(cached, cur.tok.AccessToken)
 	}
@@ -260,7 +260,7 @@ func (s *TokenSource) signedOut(cur view) view {
 // signedOutView is cur signed out: no token, ErrRevoked, and cur's access
 // token remembered as dropped, so that no store brings it back.
 func signedOutView(cur view) view {
-	v := view{fail: failure{err: ErrRevoked, permanent: true}, drop: drop{access: cur.drop.access}}
+	v := view{fail: &failure{err: ErrRevoked, permanent: true}, drop: &drop{access: cur.drops().access}}
 	if cur.tok != nil {
 		v.drop.access = cur.tok.AccessToken
 	}

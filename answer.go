@@ -31,8 +31,7 @@ func (r *round) save() {
 		// The inner source renews on its own schedule (a caching
 		// source): ask it again after a back-off, serving its token
 		// meanwhile.
-		s.policy.refreshes++
-		r.v.sched.refreshAt = retryAt(s.policy.refreshes, nil, r.now, r.v.sched.expiredAt, rand.Float64())
+		r.v.sched.refreshAt = retryAt(oneMore(&s.policy.refreshes), nil, r.now, r.v.sched.expiredAt, rand.Float64())
 		r.v.fail = nil // the inner source answered
 		r.changed = true
 		return

@@ -267,10 +267,14 @@ func signedOutView(cur view) view {
 	return v
 }
 
+// errNoRevocationURL is the revocation error of a source without a
+// revocation URL: one value, not one per source made by New.
+var errNoRevocationURL = errors.New("refreshtoken: no revocation endpoint: give its URL with WithRevocationURL (Auth0: https://YOUR_DOMAIN/oauth/revoke); nothing was sent")
+
 // checkRevoke checks the revocation URL, by the token URL's rules.
 func (g *grant) checkRevoke(allowHTTP bool) error {
 	if g.revokeURL == "" {
-		return errors.New("refreshtoken: no revocation endpoint: give its URL with WithRevocationURL (Auth0: https://YOUR_DOMAIN/oauth/revoke); nothing was sent")
+		return errNoRevocationURL
 	}
 	u, err := url.Parse(g.revokeURL)
 	switch {

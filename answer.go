@@ -31,9 +31,8 @@ func (r *round) save() {
 		// The inner source renews on its own schedule (a caching
 		// source): ask it again after a back-off, serving its token
 		// meanwhile.
-		s.policy.refreshes++
-		r.v.sched.refreshAt = retryAt(s.policy.refreshes, nil, r.now, r.v.sched.expiredAt, rand.Float64())
-		r.v.fail = failure{} // the inner source answered
+		r.v.sched.refreshAt = retryAt(oneMore(&s.policy.refreshes), nil, r.now, r.v.sched.expiredAt, rand.Float64())
+		r.v.fail = nil // the inner source answered
 		r.changed = true
 		return
 	}
@@ -44,12 +43,12 @@ func (r *round) save() {
 		r.superseded(ctx)
 		return
 	}
-	if d := r.base.drop; d.after401 {
+	if d := r.base.drops(); d.after401 {
 		// A 401 dropped the token, and so started this round. A 401
 		// during a round started by the early window is not its cause:
 		// servers that revoke the previous access token when a refresh
 		// rotates (fosite, Hydra) answer calls still in flight with it so.
-		next.drop = drop{forced: true, rounds: d.rounds}
+		next.drop = &drop{forced: true, rounds: d.rounds}
 	}
 	r.v, r.changed, r.replaced, r.accepted = next, true, true, true
 	if saveErr != nil {

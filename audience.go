@@ -194,7 +194,7 @@ func (s *TokenSource) groupToken(tok *oauth2.Token) *oauth2.Token {
 	e := s.own.group.Load().primary.cur.Load()
 	best := e.tok
 	if s.store != nil {
-		if st := s.store.stored; st != nil && st.AccessToken != "" && st.AccessToken != e.drop.access &&
+		if st := s.store.stored; st != nil && st.AccessToken != "" && st.AccessToken != e.drops().access &&
 			(best == nil || laterExpiry(st.Expiry, best.Expiry)) {
 			best = st
 		}
@@ -243,7 +243,7 @@ func (s *TokenSource) rejectSiblings(rt string, err error) {
 	}
 	s.siblings(func(m *TokenSource) {
 		m.rejected = rt
-		m.setFailure(func(failure) failure { return failure{err: err, permanent: true} })
+		m.setFailure(func(*failure) *failure { return &failure{err: err, permanent: true} })
 	})
 }
 
@@ -252,9 +252,9 @@ func (s *TokenSource) rejectSiblings(rt string, err error) {
 func (s *TokenSource) recoverSiblings() {
 	s.siblings(func(m *TokenSource) {
 		m.policy = policy{}
-		m.setFailure(func(f failure) failure {
-			if f.permanent {
-				return failure{}
+		m.setFailure(func(f *failure) *failure {
+			if f != nil && f.permanent {
+				return nil
 			}
 			return f
 		})
@@ -264,11 +264,11 @@ func (s *TokenSource) recoverSiblings() {
 // setFailure replaces the failure of s's entry with next(failure), with a
 // compare-and-swap, as a drop does: s may be handing its token out.
 // Called with own.mu held, so no refresh of s publishes meanwhile.
-func (s *TokenSource) setFailure(next func(failure) failure) {
+func (s *TokenSource) setFailure(next func(*failure) *failure) {
 	for {
 		cur := s.cur.Load()
 		v := cur.view
-		if v.fail = next(v.fail); v.fail == cur.fail {
+		if v.fail = next(v.fail); v.fail.same(cur.fail) {
 			return
 		}
 		if s.cur.CompareAndSwap(cur, newEntry(v)) {
@@ -292,6 +292,6 @@ func (r *round) settled() bool {
 	if !r.v.fail.saveOnly() {
 		return true
 	}
-	r.v.fail, r.changed = failure{}, true
+	r.v.fail, r.changed = nil, true
 	return !r.done()
 }

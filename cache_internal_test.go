@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -123,5 +124,24 @@ func TestFresh(t *testing.T) {
 	}
 	if (&TokenSource{config: &config{}}).fresh(&entry{}) {
 		t.Error("fresh() of an entry with no token = true")
+	}
+}
+
+// TestOneMoreSaturates: the failure counts, int32 to keep a Pool's member
+// small, stop at their maximum instead of wrapping to a negative count,
+// which backoff would shift by.
+func TestOneMoreSaturates(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		n, want int32
+	}{
+		{"first", 0, 1},
+		{"below the maximum", math.MaxInt32 - 1, math.MaxInt32},
+		{"at the maximum", math.MaxInt32, math.MaxInt32},
+	} {
+		n := tt.n
+		if got := oneMore(&n); got != int(tt.want) || n != tt.want {
+			t.Errorf("%s: oneMore(%d) = %d, n = %d, want %d", tt.name, tt.n, got, n, tt.want)
+		}
 	}
 }

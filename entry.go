@@ -12,34 +12,36 @@ import (
 // state is a new entry built from a copy of the view.
 type entry struct {
 	view
-	// freshUntil and servedUntil are the view's, computed once for the
-	// lock-free read path.
-	freshUntil, servedUntil time.Time
+	// freshUntil is the view's, computed once for the lock-free read path.
+	freshUntil time.Time
 	// started is set by the first caller that sees the entry stale, so
 	// that a background refresh is started once per entry, not per call.
 	started atomic.Bool
 }
 
-// view is the content of an entry, copied as a value.
+// view is the content of an entry, copied as a value. Its failure and
+// drop are pointers, nil in the common case (the last refresh succeeded,
+// nothing was dropped), so that an idle source's entry stays small; like
+// the entry, they are never modified once stored: a new one replaces them.
 type view struct {
 	tok   *oauth2.Token // nil when there is no usable access token
 	auth  string        // tok's Authorization header value
 	sched schedule
-	fail  failure
-	drop  drop
+	fail  *failure // nil after a success
+	drop  *drop    // nil if nothing was dropped
 }
 
 // schedule is when a token was issued and when it turns stale and expired.
-// A zero time is "not known" for issued and "never" for the others.
+// A zero time is "not known" for issued and "never" for the others. The
+// token's real expiry is its Expiry (view.expiry).
 type schedule struct {
 	issued    time.Time // when its request was sent
-	expiry    time.Time // the token's real expiry
 	refreshAt time.Time // stale from then on
 	expiredAt time.Time // not handed out from then on, unless a refresh failed
 }
 
 // failure is why the last refresh (or Save) failed, and when the next may
-// run. The zero failure is a success.
+// run. A nil *failure is a success.
 type failure struct {
 	err error // for callers and Err; nil after a success
 	// retryAt is when the next attempt may run: no refresh starts before
@@ -66,14 +68,40 @@ type drop struct {
 
 // newEntry returns the entry that publishes v.
 func newEntry(v view) *entry {
-	return &entry{view: v, freshUntil: v.freshUntil(), servedUntil: v.servedUntil()}
+	return &entry{view: v, freshUntil: v.freshUntil()}
+}
+
+// failed returns v's failure; the zero failure after a success.
+func (v *view) failed() failure {
+	if v.fail == nil {
+		return failure{}
+	}
+	return *v.fail
+}
+
+// drops returns what v remembers of dropped tokens; the zero drop if
+// nothing was dropped.
+func (v *view) drops() drop {
+	if v.drop == nil {
+		return drop{}
+	}
+	return *v.drop
+}
+
+// expiry is the real expiry of v's token; zero if it has none or it never
+// expires.
+func (v *view) expiry() time.Time {
+	if v.tok == nil {
+		return time.Time{}
+	}
+	return v.tok.Expiry
 }
 
 // freshUntil is the first instant at which v is not fresh: its token turns
 // stale or expired, or a failed attempt is to be retried. Zero is never.
 func (v *view) freshUntil() time.Time {
 	var until time.Time
-	for _, t := range []time.Time{v.sched.refreshAt, v.sched.expiredAt, v.fail.retryAt} {
+	for _, t := range []time.Time{v.sched.refreshAt, v.sched.expiredAt, v.failed().retryAt} {
 		if !t.IsZero() && (until.IsZero() || t.Before(until)) {
 			until = t
 		}
@@ -90,12 +118,12 @@ func (v *view) at(now time.Time) state {
 	return stateAt(now, v.freshUntil(), v.servedUntil())
 }
 
-// at is view.at with the instants computed once.
+// at is view.at with freshUntil computed once.
 func (e *entry) at(now time.Time) state {
 	if e.tok == nil {
 		return expired
 	}
-	return stateAt(now, e.freshUntil, e.servedUntil)
+	return stateAt(now, e.freshUntil, e.servedUntil())
 }
 
 // servedUntil is when v's token stops being handed out: the start of its
@@ -103,22 +131,30 @@ func (e *entry) at(now time.Time) state {
 // guards against using a token too late in normal operation, not against
 // serving it during an outage. Zero is never.
 func (v *view) servedUntil() time.Time {
-	if v.fail.err != nil {
-		return v.sched.expiry
+	if v.fail != nil {
+		return v.expiry()
 	}
 	return v.sched.expiredAt
 }
 
+// same reports whether f and g are the same failure (nil: a success).
+func (f *failure) same(g *failure) bool {
+	return f == g || (f != nil && g != nil && *f == *g)
+}
+
 // blocked reports whether, at now, the last failure forbids a refresh. A
 // failed Save forbids none: its retryAt is when the Save is tried again,
-// and a refresh tries it first.
-func (f failure) blocked(now time.Time) bool {
-	return f.err != nil && !f.saveOnly() && (f.permanent || now.Before(f.retryAt))
+// and a refresh tries it first. A nil f (a success) forbids none.
+func (f *failure) blocked(now time.Time) bool {
+	return f != nil && !f.saveOnly() && (f.permanent || now.Before(f.retryAt))
 }
 
 // saveOnly reports whether the failure is a failed Save of the token in
 // hand, not of a refresh.
-func (f failure) saveOnly() bool {
+func (f *failure) saveOnly() bool {
+	if f == nil {
+		return false
+	}
 	_, ok := f.err.(*saveError)
 	return ok
 }
@@ -126,7 +162,7 @@ func (f failure) saveOnly() bool {
 // handOut returns a copy of the cached token for one caller.
 func (v *view) handOut(now time.Time) *oauth2.Token {
 	t := *v.tok
-	t.Expiry = handOutExpiry(now, v.sched.refreshAt, v.sched.expiry)
+	t.Expiry = handOutExpiry(now, v.sched.refreshAt, v.tok.Expiry)
 	return &t
 }
 
@@ -145,7 +181,7 @@ func (s *TokenSource) tokenView(tok *oauth2.Token, issued, now time.Time, r floa
 		return view{}
 	}
 	auth := authOf(&t)
-	return view{tok: &t, auth: auth, sched: schedule{issued: issued, expiry: t.Expiry, refreshAt: refreshAt, expiredAt: expiredAt}}
+	return view{tok: &t, auth: auth, sched: schedule{issued: issued, refreshAt: refreshAt, expiredAt: expiredAt}}
 }
 
 // storedIssued is when a token loaded from a store was issued, if the

@@ -89,10 +89,20 @@ const (
 )
 
 // policy is the failure policy's memory: failures in a row, which set the
-// back-off. The TokenSource's mu guards it.
+// back-off. The TokenSource's mu guards it. The counts are int32, so that
+// a Pool's member fits a smaller size class, and saturate (one more): the
+// back-off is capped long before.
 type policy struct {
-	refreshes int // failed refreshes (and inner tokens handed back) in a row
-	saves     int // failed Saves in a row
+	refreshes int32 // failed refreshes (and inner tokens handed back) in a row
+	saves     int32 // failed Saves in a row
+}
+
+// oneMore counts one more failure in a row in *n, and returns the count.
+func oneMore(n *int32) int {
+	if *n < math.MaxInt32 {
+		*n++
+	}
+	return int(*n)
 }
 
 // retryAt returns when the next attempt may run after the n-th failure in
@@ -193,20 +203,19 @@ func digits(v string) (n int64, ok bool) {
 // the failure and when the next attempt may run.
 func (r *round) fail(err error) {
 	s := r.s
-	var f failure
+	var f *failure
 	if permanent(err) {
 		if !errors.Is(err, ErrRefreshRejected) {
 			err = &rejectedError{err}
 		}
-		f = failure{err: err, permanent: true}
+		f = &failure{err: err, permanent: true}
 		if s.grant != nil && r.from != "" {
 			s.rejected = r.from
 			s.rejectSiblings(r.from, err)
 		}
 	} else {
-		s.policy.refreshes++
-		at := retryAt(s.policy.refreshes, err, s.now(), r.latest(), rand.Float64())
-		f = failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
+		at := retryAt(oneMore(&s.policy.refreshes), err, s.now(), r.latest(), rand.Float64())
+		f = &failure{err: &RetryError{Err: err, RetryAt: at}, retryAt: at}
 	}
 	r.v.fail, r.changed, r.err = f, true, f.err
 }
@@ -216,9 +225,8 @@ func (r *round) fail(err error) {
 // token comes due anyway.
 func (r *round) saveFailed(err error) {
 	s := r.s
-	s.policy.saves++
-	at := retryAt(s.policy.saves, nil, r.now, r.v.sched.refreshAt, rand.Float64())
-	r.v.fail = failure{err: &saveError{err}, retryAt: at}
+	at := retryAt(oneMore(&s.policy.saves), nil, r.now, r.v.sched.refreshAt, rand.Float64())
+	r.v.fail = &failure{err: &saveError{err}, retryAt: at}
 	r.changed, r.err = true, r.v.fail.err
 }
 

@@ -34,22 +34,23 @@ type Health struct {
 // source that has not fetched its first token yet is not Ready.
 func (s *TokenSource) Health() Health {
 	e, now := s.cur.Load(), s.now()
-	h := Health{Err: e.fail.err, Rejected: errors.Is(e.fail.err, ErrRefreshRejected)}
+	f := e.failed()
+	h := Health{Err: f.err, Rejected: errors.Is(f.err, ErrRefreshRejected)}
 	if e.at(now) == expired {
 		return h
 	}
 	h.Ready = true
 	h.ValidFor = -1
-	if !e.servedUntil.IsZero() {
-		h.ValidFor = e.servedUntil.Sub(now)
+	if until := e.servedUntil(); !until.IsZero() {
+		h.ValidFor = until.Sub(now)
 	}
 	h.RefreshIn = -1
 	switch {
-	case e.fail.blocked(now) && e.fail.permanent:
+	case e.fail.blocked(now) && f.permanent:
 		// No refresh until SetToken.
 	case e.fail.blocked(now):
 		// A stale token is not refreshed before the back-off ends.
-		h.RefreshIn = e.fail.retryAt.Sub(now)
+		h.RefreshIn = f.retryAt.Sub(now)
 	case !e.freshUntil.IsZero():
 		h.RefreshIn = max(e.freshUntil.Sub(now), 0)
 	}

@@ -71,17 +71,18 @@ var errTokenRejected = errors.New("refreshtoken: an API rejected a newly refresh
 // for a token an API rejected: if it was itself fetched to replace a
 // rejected one (forced), the next refresh waits a back-off.
 func (s *TokenSource) dropped(e *entry, after401 bool) *entry {
-	v := view{fail: e.fail, drop: drop{access: e.drop.access, rounds: e.drop.rounds, after401: after401}}
+	d := e.drops()
+	v := view{fail: e.fail, drop: &drop{access: d.access, rounds: d.rounds, after401: after401}}
 	if e.tok != nil {
 		v.drop.access = e.tok.AccessToken
 	}
 	// A forced token rejected once its early refresh has started may be
 	// rejected because of that refresh (a server that revokes the
 	// previous access token when it rotates), not in turn.
-	if now := s.now(); after401 && e.drop.forced && !e.started.Load() && !e.fail.blocked(now) {
+	if now := s.now(); after401 && d.forced && !e.started.Load() && !e.fail.blocked(now) {
 		v.drop.rounds++
 		at := retryAt(v.drop.rounds, nil, now, time.Time{}, 0.5+rand.Float64()/2)
-		v.fail = failure{err: &RetryError{Err: errTokenRejected, RetryAt: at}, retryAt: at}
+		v.fail = &failure{err: &RetryError{Err: errTokenRejected, RetryAt: at}, retryAt: at}
 	}
 	return newEntry(v)
 }
@@ -109,7 +110,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 		if tok != nil {
 			rt = tok.RefreshToken
 		}
-		s.observe(TokenSet{Fingerprint: Fingerprint(rt), Recovered: s.cur.Load().fail.permanent})
+		s.observe(TokenSet{Fingerprint: Fingerprint(rt), Recovered: s.cur.Load().failed().permanent})
 	}
 	if s.grant != nil {
 		s.own.rt = ""
@@ -130,7 +131,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
-	if ss.shared != nil && !ss.loaded {
+	if ss.shared && !ss.loaded {
 		// Learn what tok replaces, so that a retried Save can tell it
 		// from a token another process refreshed from tok.
 		s.loadStore(ctx, 0)

@@ -300,7 +300,11 @@ func (r *round) mayKeepAlive(l *Limiter) bool {
 // would get the error at once instead of a refresh.
 func (r *round) putOff(at time.Time) {
 	r.v.sched.refreshAt = laterOf(r.v.sched.refreshAt, at)
-	r.v.fail.retryAt = time.Time{}
+	if f := r.v.fail; f != nil {
+		next := *f
+		next.retryAt = time.Time{}
+		r.v.fail = &next
+	}
 	r.changed = true
 }
 

@@ -320,9 +320,9 @@ func reason(e *entry, now time.Time) Reason {
 		return ReasonEarly
 	case e.tok != nil:
 		return ReasonExpired
-	case e.drop.after401:
+	case e.drops().after401:
 		return ReasonUnauthorized
-	case e.drop.access != "":
+	case e.drops().access != "":
 		return ReasonInvalidated
 	}
 	return ReasonNoToken
@@ -331,10 +331,10 @@ func reason(e *entry, now time.Time) Reason {
 // timeLeft is how long e's token has before its real expiry at now; zero
 // if there is none or it never expires.
 func timeLeft(e *entry, now time.Time) time.Duration {
-	if e.tok == nil || e.sched.expiry.IsZero() {
+	if e.tok == nil || e.tok.Expiry.IsZero() {
 		return 0
 	}
-	return e.sched.expiry.Sub(now)
+	return e.tok.Expiry.Sub(now)
 }
 
 // errorCode returns the OAuth error code of err's answer, "" if none.

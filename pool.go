@@ -378,7 +378,7 @@ func (s *TokenSource) idle() bool {
 // evict retires m's source and removes m. Called with mu held, and with
 // m's own.mu held by idle.
 func (p *Pool) evict(m *member) {
-	if m.rejected != "" && m.cur.Load().fail.permanent {
+	if m.rejected != "" && m.cur.Load().failed().permanent {
 		if p.rejected == nil {
 			p.rejected = make(map[string]string)
 		}

@@ -182,17 +182,17 @@ func (r *round) ended() RefreshEnded {
 	case r.sent && (r.err == nil || r.accepted):
 		// A new token (its Save or callback may have failed: Err).
 		e.Outcome = OutcomeOK
-		if r.replaced && !r.v.sched.expiry.IsZero() {
-			e.Lifetime = r.v.sched.expiry.Sub(r.now)
+		if exp := r.v.expiry(); r.replaced && !exp.IsZero() {
+			e.Lifetime = exp.Sub(r.now)
 		}
 	case r.err == nil:
 		e.Outcome = OutcomeStored
 	case !r.sent:
 		e.Outcome = OutcomeNotSent
-		e.RetryAt = r.v.fail.retryAt
+		e.RetryAt = r.v.failed().retryAt
 	default:
 		e.Outcome = OutcomeTransient
-		e.RetryAt = r.v.fail.retryAt
+		e.RetryAt = r.v.failed().retryAt
 	}
 	e.Waiters, e.LongestWait = r.s.waiting.count()
 	return e
@@ -205,7 +205,7 @@ func (r *round) check() bool {
 		return false
 	}
 	if r.v.fail.blocked(r.now) {
-		r.err = r.v.fail.err
+		r.err = r.v.fail.err // blocked: not nil
 		return false
 	}
 	return true
@@ -247,7 +247,7 @@ func (r *round) syncStore() bool {
 		// Only the Save of the token in use was due.
 		r.saveFailed(err)
 		return false
-	case ss.shared != nil:
+	case ss.shared:
 		// A refresh would send a refresh token the shared store has
 		// never held, and its Save would be refused as superseded: the
 		// pending token must reach the store first.
@@ -272,7 +272,7 @@ func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
 	}
 	r.s.policy.saves = 0
 	if r.holds(p.fetched) && r.v.fail.saveOnly() {
-		r.v.fail, r.changed = failure{}, true
+		r.v.fail, r.changed = nil, true
 	}
 	return saved || r.load(ctx), nil
 }
@@ -282,7 +282,7 @@ func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
 // refresh is still needed.
 func (r *round) lease() bool {
 	ss := r.s.store
-	if ss == nil || ss.shared == nil {
+	if ss == nil || !ss.shared {
 		return true
 	}
 	// The wait is long enough for a lease somewhat longer than the refresh
@@ -365,8 +365,8 @@ func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 		return true // the stored access token is the primary's audience's
 	}
 	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
-	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.sched.expiry, r.v.sched.expiry)) ||
-		stored.tok.AccessToken == r.v.drop.access {
+	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.tok.Expiry, r.v.tok.Expiry)) ||
+		stored.tok.AccessToken == r.v.drops().access {
 		return true
 	}
 	r.v, r.changed, r.replaced = stored, true, true
@@ -404,7 +404,7 @@ func (r *round) fetch() {
 	}
 	// The access tokens the source holds or dropped last are secrets too,
 	// which a server may echo.
-	cached := []string{r.base.drop.access}
+	cached := []string{r.base.drops().access}
 	if r.base.tok != nil {
 		cached = append(cached, r.base.tok.AccessToken)
 	}
@@ -440,7 +440,7 @@ func (r *round) publish() (*entry, error) {
 		next := r.v
 		if cur != r.base && !r.replaced {
 			next = cur.view
-			if cur.fail == r.base.fail { // else the drop set its own: keep it
+			if cur.fail.same(r.base.fail) { // else the drop set its own: keep it
 				next.fail = r.v.fail
 			}
 		}
@@ -453,7 +453,7 @@ func (r *round) publish() (*entry, error) {
 		// While refreshes fail, a token is handed out until its real
 		// expiry: to the callers of this refresh too. A failed Save or
 		// callback is theirs to hear of.
-		if r.err == r.v.fail.err && !errors.Is(r.err, ErrNotSaved) && !errors.As(r.err, new(*callbackError)) && e.at(r.s.now()) != expired {
+		if r.err == r.v.failed().err && !errors.Is(r.err, ErrNotSaved) && !errors.As(r.err, new(*callbackError)) && e.at(r.s.now()) != expired {
 			return e, nil
 		}
 		return nil, r.err

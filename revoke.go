@@ -124,7 +124,7 @@ type signOutCall struct {
 
 func (o *signOutCall) run(ctx context.Context) {
 	s, ss := o.s, o.s.store
-	if ss != nil && ss.shared != nil {
+	if ss != nil && ss.shared {
 		unlock, expires, err := o.lock(ctx)
 		if err != nil {
 			o.err = fmt.Errorf("refreshtoken: signing out: nothing was sent, and the token is kept: %w", err)
@@ -168,7 +168,7 @@ func (o *signOutCall) run(ctx context.Context) {
 			s.own.rt = tok.RefreshToken // the latest rotation
 		}
 	}
-	if s.own.rt == "" && errors.Is(s.cur.Load().fail.err, ErrRevoked) {
+	if s.own.rt == "" && errors.Is(s.cur.Load().failed().err, ErrRevoked) {
 		return // signed out already
 	}
 	o.rt = s.own.rt
@@ -202,7 +202,7 @@ func (o *signOutCall) lock(ctx context.Context) (unlock func(context.Context) er
 func (o *signOutCall) send(ctx context.Context) bool {
 	s := o.s
 	cur := s.cur.Load()
-	cached := []string{cur.drop.access}
+	cached := []string{cur.drops().access}
 	if cur.tok != nil {
 		cached = append(cached, cur.tok.AccessToken)
 	}
@@ -266,17 +266,21 @@ func (s *TokenSource) signedOut(cur view) view {
 // signedOutView is cur signed out: no token, ErrRevoked, and cur's access
 // token remembered as dropped, so that no store brings it back.
 func signedOutView(cur view) view {
-	v := view{fail: failure{err: ErrRevoked, permanent: true}, drop: drop{access: cur.drop.access}}
+	v := view{fail: &failure{err: ErrRevoked, permanent: true}, drop: &drop{access: cur.drops().access}}
 	if cur.tok != nil {
 		v.drop.access = cur.tok.AccessToken
 	}
 	return v
 }
 
+// errNoRevocationURL is the revocation error of a source without a
+// revocation URL: one value, not one per source made by New.
+var errNoRevocationURL = errors.New("refreshtoken: no revocation endpoint: give its URL with WithRevocationURL (Auth0: https://YOUR_DOMAIN/oauth/revoke); nothing was sent")
+
 // checkRevoke checks the revocation URL, by the token URL's rules.
 func (g *grant) checkRevoke(allowHTTP bool) error {
 	if g.revokeURL == "" {
-		return errors.New("refreshtoken: no revocation endpoint: give its URL with WithRevocationURL (Auth0: https://YOUR_DOMAIN/oauth/revoke); nothing was sent")
+		return errNoRevocationURL
 	}
 	u, err := url.Parse(g.revokeURL)
 	switch {

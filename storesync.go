@@ -12,14 +12,11 @@ import (
 // storeSync is the store protocol of one source: reading the store,
 // saving new tokens, the retry of a failed Save and the lease of a shared
 // store. It reports what it found and leaves what to hand out to the
-// refresh. The TokenSource's mu guards it.
+// refresh. The TokenSource's mu guards it. Its bools come last, packed:
+// an idle source keeps one.
 type storeSync struct {
-	st     Store
-	shared SharedStore // st, if it is one
+	st Store
 
-	// loaded reports whether st was read, or holds a token older than
-	// the source's (SetToken's).
-	loaded bool
 	// storedRT is the refresh token st was last known to hold: what
 	// SaveIfCurrent compares with for a Cache source, which has no
 	// refresh token of its own.
@@ -29,8 +26,7 @@ type storeSync struct {
 	// is kept only once keepStored is set (the group has a second source):
 	// a source alone never reads it, and it would hold a second copy of
 	// the access token per idle source.
-	stored     *oauth2.Token
-	keepStored bool
+	stored *oauth2.Token
 	// pending is a token whose Save failed, to be saved before anything
 	// else; nil if none.
 	pending *pendingSave
@@ -38,6 +34,17 @@ type storeSync struct {
 	// token failed: the store still holds the refresh token the server
 	// has retired, which no other process may send. Nil if none.
 	held func(context.Context) error
+
+	// shared reports whether st is a SharedStore, set once by
+	// newStoreSync: a bool, not the interface, which would take two
+	// words more per source.
+	shared bool
+	// loaded reports whether st was read, or holds a token older than
+	// the source's (SetToken's).
+	loaded bool
+	// keepStored is set by Audience once the group has a second source:
+	// stored is kept from then on.
+	keepStored bool
 }
 
 // pendingSave is a token whose Save failed.
@@ -60,15 +67,14 @@ type pendingSave struct {
 }
 
 func newStoreSync(st Store) *storeSync {
-	ss := &storeSync{st: st}
-	ss.shared, _ = st.(SharedStore)
-	return ss
+	_, shared := st.(SharedStore)
+	return &storeSync{st: st, shared: shared}
 }
 
 // due reports whether a refresh must read the store first: once, or at
 // every refresh if it is shared (another process may have refreshed).
 func (ss *storeSync) due() bool {
-	return !ss.loaded || ss.shared != nil
+	return !ss.loaded || ss.shared
 }
 
 // load reads the stored token. It returns nil if there is none, or if a
@@ -99,11 +105,11 @@ func (ss *storeSync) load(ctx context.Context) (*oauth2.Token, error) {
 func (ss *storeSync) save(ctx context.Context, tok *oauth2.Token, from string) (saved bool, err error) {
 	t := *tok // the store's to keep
 	err = safely(func() (err error) {
-		if ss.shared == nil {
+		if !ss.shared {
 			err = ss.st.Save(ctx, &t)
 			saved = err == nil
 		} else {
-			saved, err = ss.shared.SaveIfCurrent(ctx, &t, from)
+			saved, err = ss.st.(SharedStore).SaveIfCurrent(ctx, &t, from)
 		}
 		return err
 	})
@@ -150,7 +156,7 @@ func (ss *storeSync) flush(ctx context.Context) (saved bool, err error) {
 		return true, nil
 	}
 	from := p.from
-	if ss.shared != nil && len(p.replaces) > 0 {
+	if ss.shared && len(p.replaces) > 0 {
 		if _, err := ss.load(ctx); err != nil {
 			return false, err
 		}
@@ -184,7 +190,7 @@ func (ss *storeSync) release(ctx context.Context) {
 // lock takes the shared store's refresh lock, waiting until ctx ends. It
 // returns when the lease ends and the function that releases the lock.
 func (ss *storeSync) lock(ctx context.Context) (expires time.Time, unlock func(context.Context) error, err error) {
-	expires, unlock, err = ss.shared.Lock(ctx)
+	expires, unlock, err = ss.st.(SharedStore).Lock(ctx)
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("refreshtoken: taking the shared store's refresh lock: %w", err)
 	}

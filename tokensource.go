@@ -324,7 +324,7 @@ func (s *TokenSource) wait(ctx context.Context, e *entry, now time.Time) (_ *ent
 		return nil, now, ErrClosed
 	}
 	if e.fail.blocked(now) {
-		return nil, now, e.fail.err
+		return nil, now, e.fail.err // blocked: not nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, now, fmt.Errorf("refreshtoken: gave up waiting for a token: %w", err)
@@ -369,7 +369,7 @@ func (c *config) now() time.Time {
 // While it is not nil, the source hands out its cached token as long as
 // that is valid: a health check can report it.
 func (s *TokenSource) Err() error {
-	return s.cur.Load().fail.err
+	return s.cur.Load().failed().err
 }
 
 // Close stops the source. Later calls to Token return [ErrClosed]; Close

@@ -33,6 +33,13 @@
 // the server (RFC 7009) and leaves a sign-out in the store, after which
 // every source on it returns [ErrRevoked] until SetToken.
 //
+// A backend that holds many users' refresh tokens uses a [Pool]: a source
+// per key, made from the key's Store on first use and evicted when idle,
+// never while in use or refreshing; its calls resolve the key each time,
+// so that no evicted source can send a refresh token beside its successor.
+// A [Limiter] given to the sources of one tenant ([WithLimiter]) makes them
+// share its request budget, and one 429 holds them all back.
+//
 // The source works as is with [oauth2.NewClient], including the early
 // refresh, and in any code that takes an [oauth2.TokenSource]. [NewClient]
 // and [Transport] also recover from a 401 by refreshing once and retrying.

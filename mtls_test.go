@@ -137,6 +137,7 @@ func TestMTLSNoCertificate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "tls: ") || errors.Is(err, refreshtoken.ErrRefreshRejected) {
 		t.Fatalf("Token() without a certificate = %v, want a transient TLS failure", err)
 	}
+	t.Logf("Token() without a certificate: %v", err)
 	noSecrets(t, err, srv)
 	recv(t, "the failed refresh", ended)
 	if newest, alive := srv.Newest(rt0); newest != rt0 || !alive {

@@ -29,6 +29,8 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 	if status, body := s.authenticate(r, params); status != 0 {
 		return status, body, nil
 	}
+	s.x5t = s.bindingFor(r)
+	defer func() { s.x5t = "" }()
 	now := s.cfg.Clock()
 	switch gt := params.Get("grant_type"); gt {
 	case "refresh_token":
@@ -123,10 +125,16 @@ func (s *Server) issue(fam *family, scope, audience string, now time.Time, reiss
 		if audience != "" {
 			claims["aud"] = audience
 		}
+		if s.x5t != "" {
+			claims["cnf"] = map[string]any{"x5t#S256": s.x5t}
+		}
 		access = jwt(claims)
 	}
 	s.secret(access)
 	s.audiences[access] = audience
+	if s.x5t != "" {
+		s.boundTo[access] = s.x5t
+	}
 	if prev, ok := s.access[fam.access]; reissue && ok && now.Before(prev) && s.audiences[fam.access] == audience {
 		access, exp = fam.access, prev
 		secs = max(int64(prev.Sub(now)/time.Second), 1)
@@ -177,9 +185,13 @@ func hasScope(scope, one string) bool {
 }
 
 // authenticate checks the client (RFC 6749 2.3.1): the secret in HTTP Basic
-// (id and secret each form-encoded) or in the body, never in both. It
+// (id and secret each form-encoded) or in the body, never in both; or its
+// certificate, with ClientCertSubject or ClientCertDNS. It
 // returns status 0 when the client is authenticated.
 func (s *Server) authenticate(r *http.Request, params url.Values) (int, map[string]any) {
+	if s.cfg.certAuth() {
+		return s.authenticateCert(r, params)
+	}
 	id, secret := params.Get("client_id"), params.Get("client_secret")
 	if bid, bsecret, ok := r.BasicAuth(); ok {
 		if params.Has("client_secret") {

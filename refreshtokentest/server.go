@@ -16,6 +16,10 @@
 // token is for, from one family, as Auth0's multi-resource refresh tokens
 // do, and /api?audience=X accepts only access tokens for X.
 //
+// Over TLS ([Config].TLS), it can require client certificates and
+// authenticate the client by its certificate, and bind access tokens to
+// it, as RFC 8705 describes; [CA] makes the certificates.
+//
 // It serves Auth0's revocation endpoint (RFC 7009) at /oauth/revoke
 // ([Server.RevokeURL]): a refresh token sent there, with the client's
 // authentication, revokes its family.
@@ -36,6 +40,7 @@ package refreshtokentest
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -63,6 +68,29 @@ type Config struct {
 	// Public makes the client public: it authenticates with client_id
 	// alone, and a secret sent anyway is refused.
 	Public bool
+	// TLS, if set, makes NewServer serve HTTPS with it: URL and the
+	// endpoints start with https://. Its Certificates hold the server's
+	// certificate, such as [CA.ServerCert]. To require client
+	// certificates, as RFC 8705 servers do, set ClientAuth to
+	// tls.RequireAndVerifyClientCert (or tls.VerifyClientCertIfGiven) and
+	// ClientCAs to the CA's Pool. Default plain HTTP.
+	TLS *tls.Config
+	// ClientCertSubject and ClientCertDNS, if either is set, make the
+	// client authenticate with its TLS certificate instead of a secret,
+	// as RFC 8705's tls_client_auth (section 2.1.2, the metadata
+	// tls_client_auth_subject_dn and tls_client_auth_san_dns): a request
+	// carries client_id and no secret, and the client certificate,
+	// verified against TLS.ClientCAs, must have this subject (as
+	// [pkix.Name.String] writes it, such as "CN=test-client") or this DNS
+	// name among its subject alternative names. ClientSecret is then
+	// ignored. Default none: the client authenticates with a secret.
+	ClientCertSubject, ClientCertDNS string
+	// CertBoundTokens binds every access token issued over a connection
+	// with a client certificate to that certificate (RFC 8705 section 3):
+	// /api accepts it only over a connection with the same certificate,
+	// and a JWT access token carries the certificate's thumbprint as
+	// cnf.x5t#S256. Default false: tokens are bearer tokens.
+	CertBoundTokens bool
 	// Lifetime is the access tokens' lifetime, sent as expires_in (whole
 	// seconds, at least 1). Default one hour.
 	Lifetime time.Duration
@@ -205,7 +233,7 @@ type Stats struct {
 // Server is a running token server. Its methods are safe for concurrent
 // use.
 type Server struct {
-	// URL is the base URL, http://127.0.0.1:port.
+	// URL is the base URL, http://127.0.0.1:port (https with Config.TLS).
 	URL string
 	// TokenURL is URL + "/oauth/token", APIURL URL + "/api".
 	TokenURL, APIURL string
@@ -234,6 +262,14 @@ type Server struct {
 	devices map[string]*deviceAuth // by device code
 	users   map[string]*deviceAuth // by normalised user code
 	issued  []string               // every secret issued, for Secrets
+
+	// boundTo maps every certificate-bound access token to its
+	// certificate's thumbprint (CertBoundTokens).
+	boundTo map[string]string
+	// x5t is, while token answers a request (mu held throughout), the
+	// thumbprint that the access tokens it issues are bound to, "" for
+	// none; issue reads it.
+	x5t string
 }
 
 type injected struct {
@@ -269,7 +305,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.ClientSecret == "" && !cfg.Public {
 		cfg.ClientSecret = "test-secret"
 	}
-	if cfg.Public {
+	if cfg.Public || cfg.certAuth() {
 		cfg.ClientSecret = ""
 	}
 	if cfg.Lifetime <= 0 {
@@ -292,6 +328,7 @@ func NewServer(cfg Config) *Server {
 		codes:             make(map[string]*authCode),
 		devices:           make(map[string]*deviceAuth),
 		users:             make(map[string]*deviceAuth),
+		boundTo:           make(map[string]string),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
@@ -305,15 +342,24 @@ func NewServer(cfg Config) *Server {
 		s.srv.Listener.Close()
 		s.srv.Listener = cfg.Listener
 	}
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+		s.srv.TLS = cfg.TLS.Clone()
+	}
 	// Set before Start, as the handlers read them: httptest builds the
 	// same URL in Start.
-	s.URL = "http://" + s.srv.Listener.Addr().String()
+	s.URL = scheme + s.srv.Listener.Addr().String()
 	s.TokenURL = s.URL + "/oauth/token"
 	s.APIURL = s.URL + "/api"
 	s.AuthURL = s.URL + "/authorize"
 	s.DeviceAuthURL = s.URL + "/oauth/device/code"
 	s.RevokeURL = s.URL + "/oauth/revoke"
-	s.srv.Start()
+	if cfg.TLS != nil {
+		s.srv.StartTLS()
+	} else {
+		s.srv.Start()
+	}
 	return s
 }
 
@@ -584,7 +630,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.stats.APICalls++
 	access, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	exp, known := s.access[access]
-	if !ok || !known || !s.cfg.Clock().Before(exp) || !s.forAudience(r, access) {
+	if !ok || !known || !s.cfg.Clock().Before(exp) || !s.forAudience(r, access) || !s.certBoundOK(r, access) {
 		s.stats.APIRejected++
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		http.Error(w, "invalid or expired access token", http.StatusUnauthorized)

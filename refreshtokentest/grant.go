@@ -180,6 +180,9 @@ func hasScope(scope, one string) bool {
 // (id and secret each form-encoded) or in the body, never in both. It
 // returns status 0 when the client is authenticated.
 func (s *Server) authenticate(r *http.Request, params url.Values) (int, map[string]any) {
+	if s.cfg.ClientKey != nil {
+		return s.authenticateAssertion(r, params)
+	}
 	id, secret := params.Get("client_id"), params.Get("client_secret")
 	if bid, bsecret, ok := r.BasicAuth(); ok {
 		if params.Has("client_secret") {

@@ -42,6 +42,9 @@ type grant struct {
 	// revokeErr its configuration error, returned by Revoke.
 	revokeURL string
 	revokeErr error
+	// assert makes the client assertions (WithClientAssertion); nil: the
+	// client authenticates with its secret, if any.
+	assert *asserter
 }
 
 func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
@@ -59,7 +62,7 @@ func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
 	default:
 		return fmt.Errorf("refreshtoken: token URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", u.Scheme, u.Host)
 	}
-	for _, k := range []string{"grant_type", "refresh_token", "client_id", "client_secret", "scope"} {
+	for _, k := range []string{"grant_type", "refresh_token", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"} {
 		if _, ok := g.params[k]; ok {
 			return fmt.Errorf("refreshtoken: WithEndpointParams may not set %q, which the grant sets itself", k)
 		}
@@ -99,10 +102,12 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 	if rt == "" {
 		return nil, "", 0, unsentError{ErrNoToken}
 	}
-	req, err := g.request(ctx, rt)
+	req, assertion, err := g.request(ctx, rt)
 	if err != nil {
 		return nil, "", 0, unsentError{err}
 	}
+	// A copy: redactAlso is the caller's.
+	redactAlso = append(redactAlso[:len(redactAlso):len(redactAlso)], assertionSecrets(assertion)...)
 	sent := g.now()
 	resp, err := g.client.Do(req)
 	if err != nil {
@@ -120,8 +125,9 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 	return tok, rotated, resp.StatusCode, err
 }
 
-// request builds the POST that sends the refresh token rt.
-func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
+// request builds the POST that sends the refresh token rt, and returns
+// the client assertion it carries, if any.
+func (g *grant) request(ctx context.Context, rt string) (*http.Request, string, error) {
 	v := url.Values{}
 	for k, vs := range g.params {
 		v[k] = vs
@@ -136,10 +142,21 @@ func (g *grant) request(ctx context.Context, rt string) (*http.Request, error) {
 
 // post builds the POST of v to target (the endpoint named what, for
 // errors) with the client's authentication, for a request that sends rt:
-// the client secret in the body, or HTTP Basic; form-encoded, or JSON with
-// WithJSONBody.
-func (g *grant) post(ctx context.Context, target, what string, v url.Values, rt string) (*http.Request, error) {
-	if !g.basicAuth {
+// a new client assertion (returned, for redaction), the client secret in
+// the body, or HTTP Basic; form-encoded, or JSON with WithJSONBody. An
+// error means nothing can be sent.
+func (g *grant) post(ctx context.Context, target, what string, v url.Values, rt string) (_ *http.Request, assertion string, _ error) {
+	switch {
+	case g.assert != nil:
+		a, err := g.assert.assertion(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		assertion = a
+		v.Set("client_id", g.clientID)
+		v.Set("client_assertion_type", assertionType)
+		v.Set("client_assertion", assertion)
+	case !g.basicAuth:
 		v.Set("client_id", g.clientID)
 		if g.clientSecret != "" {
 			v.Set("client_secret", g.clientSecret)
@@ -163,14 +180,14 @@ func (g *grant) post(ctx context.Context, target, what string, v url.Values, rt 
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("refreshtoken: bad %s URL: %w", what, redactURL(err, g.secrets(rt, nil)...))
+		return nil, "", fmt.Errorf("refreshtoken: bad %s URL: %w", what, redactURL(err, g.secrets(rt, assertionSecrets(assertion))...))
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
-	if g.basicAuth {
+	if g.basicAuth && g.assert == nil {
 		req.SetBasicAuth(url.QueryEscape(g.clientID), url.QueryEscape(g.clientSecret))
 	}
-	return req, nil
+	return req, assertion, nil
 }
 
 // parse turns the answer to a request that sent rt, at sent, into a token,
@@ -359,7 +376,7 @@ func jwtLifetime(access string, sent time.Time) (life time.Duration, ok bool, er
 // redactAlso.
 func (g *grant) secrets(rt string, redactAlso []string) []string {
 	list := append([]string{rt, g.clientSecret}, redactAlso...)
-	if g.basicAuth && g.clientSecret != "" {
+	if g.basicAuth && g.clientSecret != "" && g.assert == nil {
 		// As sent in the Authorization header, which a server may echo.
 		list = append(list, base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(g.clientID)+":"+url.QueryEscape(g.clientSecret))))
 	}

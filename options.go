@@ -35,6 +35,8 @@ type options struct {
 	limiter  *Limiter
 	// refreshLife is what WithRefreshTokenLifetime states; nil: nothing.
 	refreshLife *refreshLifetimes
+	// assertion is WithClientAssertion's; nil: none.
+	assertion *ClientAssertion
 }
 
 func resolve(opts []Option) options {

@@ -300,11 +300,11 @@ func (g *grant) checkRevoke(allowHTTP bool) error {
 // client secret, or a secret in redactAlso, in any encoding a server may
 // echo them in.
 func (g *grant) revoke(ctx context.Context, rt string, redactAlso ...string) (status int, sent bool, err error) {
-	secrets := g.secrets(rt, redactAlso)
-	req, err := g.revokeRequest(ctx, rt)
+	req, assertion, err := g.revokeRequest(ctx, rt)
 	if err != nil {
 		return 0, false, err
 	}
+	secrets := append(g.secrets(rt, redactAlso), assertionSecrets(assertion)...)
 	resp, err := g.client.Do(req)
 	if err != nil {
 		return 0, true, fmt.Errorf("refreshtoken: revocation request failed; the token is kept: %w", redactURL(err, secrets...))
@@ -334,8 +334,9 @@ func (g *grant) revoke(ctx context.Context, rt string, redactAlso ...string) (st
 }
 
 // revokeRequest builds the POST that revokes rt, with the client
-// authentication and the encoding of the refresh request.
-func (g *grant) revokeRequest(ctx context.Context, rt string) (*http.Request, error) {
+// authentication and the encoding of the refresh request, and returns the
+// client assertion it carries, if any.
+func (g *grant) revokeRequest(ctx context.Context, rt string) (*http.Request, string, error) {
 	v := url.Values{"token": {rt}, "token_type_hint": {"refresh_token"}}
 	return g.post(ctx, g.revokeURL, "revocation", v, rt)
 }

@@ -1,6 +1,7 @@
 package refreshtoken
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -235,6 +236,13 @@ func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config
 	c := newConfig(ctx, o)
 	c.grant = g
 	g.now = c.now
+	if o.assertion != nil {
+		var err error
+		if g.assert, err = newAsserter(*o.assertion, g.clientID, g.tokenURL, c.now); err != nil {
+			g.err = cmp.Or(g.err, err)
+			g.revokeErr = cmp.Or(g.revokeErr, err)
+		}
+	}
 	return c
 }
 

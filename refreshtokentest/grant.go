@@ -186,11 +186,15 @@ func hasScope(scope, one string) bool {
 
 // authenticate checks the client (RFC 6749 2.3.1): the secret in HTTP Basic
 // (id and secret each form-encoded) or in the body, never in both; or its
-// certificate, with ClientCertSubject or ClientCertDNS. It
+// certificate, with ClientCertSubject or ClientCertDNS; or a signed client
+// assertion, with ClientKey. It
 // returns status 0 when the client is authenticated.
 func (s *Server) authenticate(r *http.Request, params url.Values) (int, map[string]any) {
 	if s.cfg.certAuth() {
 		return s.authenticateCert(r, params)
+	}
+	if s.cfg.ClientKey != nil {
+		return s.authenticateAssertion(r, params)
 	}
 	id, secret := params.Get("client_id"), params.Get("client_secret")
 	if bid, bsecret, ok := r.BasicAuth(); ok {

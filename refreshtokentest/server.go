@@ -39,6 +39,7 @@ package refreshtokentest
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -65,6 +66,18 @@ type Config struct {
 	// ClientSecret is the client's secret, checked in the body or in HTTP
 	// Basic. Default "test-secret"; set Public for a client without one.
 	ClientSecret string
+	// ClientKey, if set, is the public key (*rsa.PublicKey or
+	// *ecdsa.PublicKey) of the client's private_key_jwt credential: the
+	// client then authenticates with a signed JWT (client_assertion and
+	// client_assertion_type, RFC 7523), never a secret, and ClientSecret is
+	// ignored. The server checks the signature (RS256, RS384, RS512, PS256,
+	// PS384, PS512, ES256, ES384 or ES512, fitting the key), iss and sub
+	// (the client ID), aud (the token URL, or the base URL with or without
+	// a slash, as Auth0 expects its tenant URL), exp (not past, by Clock,
+	// and at most 5 minutes away), iat (at most 30 s ahead of Clock and 5
+	// minutes behind) and that the jti was not seen before; a failure is
+	// answered 401 invalid_client, as Auth0 does. Default none.
+	ClientKey crypto.PublicKey
 	// Public makes the client public: it authenticates with client_id
 	// alone, and a secret sent anyway is refused.
 	Public bool
@@ -214,8 +227,11 @@ type Stats struct {
 	// tolerated.
 	ReplacedSent int
 	RateLimited  int // token requests answered 429 by the rate limit
-	APICalls     int // requests to /api
-	APIRejected  int // of which answered 401
+	// AssertionsRejected counts client assertions (ClientKey) refused:
+	// a bad signature, claim or time, or a jti seen before.
+	AssertionsRejected int
+	APICalls           int // requests to /api
+	APIRejected        int // of which answered 401
 	// Logins counts tokens issued by the authorization code and device
 	// grants: families started by a user's approval, not by a refresh.
 	Logins int
@@ -269,7 +285,8 @@ type Server struct {
 	// x5t is, while token answers a request (mu held throughout), the
 	// thumbprint that the access tokens it issues are bound to, "" for
 	// none; issue reads it.
-	x5t string
+	x5t  string
+	jtis map[string]time.Time // client assertions' jti seen, to their exp
 }
 
 type injected struct {
@@ -302,7 +319,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.ClientID == "" {
 		cfg.ClientID = "test-client"
 	}
-	if cfg.ClientSecret == "" && !cfg.Public {
+	if cfg.ClientKey != nil {
+		cfg.ClientSecret = ""
+	} else if cfg.ClientSecret == "" && !cfg.Public {
 		cfg.ClientSecret = "test-secret"
 	}
 	if cfg.Public || cfg.certAuth() {

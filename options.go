@@ -2,6 +2,7 @@ package refreshtoken
 
 import (
 	"context"
+	"crypto"
 	"net/url"
 	"time"
 
@@ -35,6 +36,9 @@ type options struct {
 	limiter  *Limiter
 	// refreshLife is what WithRefreshTokenLifetime states; nil: nothing.
 	refreshLife *refreshLifetimes
+	// dpop is set by WithDPoP, with its key dpopKey (nil is an error).
+	dpop    bool
+	dpopKey crypto.Signer
 }
 
 func resolve(opts []Option) options {

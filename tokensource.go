@@ -235,6 +235,12 @@ func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config
 	c := newConfig(ctx, o)
 	c.grant = g
 	g.now = c.now
+	if o.dpop {
+		var err error
+		if g.dpop, err = newDPoP(o.dpopKey, c.now); err != nil && g.err == nil {
+			g.err = err
+		}
+	}
 	return c
 }
 

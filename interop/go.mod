@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/tokenfresh/refreshtoken => ../
 
 require (
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/ory/fosite v0.49.0
 	github.com/tokenfresh/refreshtoken v0.0.0-00010101000000-000000000000
 	golang.org/x/oauth2 v0.38.0

@@ -45,6 +45,8 @@ type grant struct {
 	// assert makes the client assertions (WithClientAssertion); nil: the
 	// client authenticates with its secret, if any.
 	assert *asserter
+	// dpop signs the DPoP proofs (WithDPoP); nil: none.
+	dpop *dpop
 }
 
 func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
@@ -102,27 +104,52 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 	if rt == "" {
 		return nil, "", 0, unsentError{ErrNoToken}
 	}
-	req, assertion, err := g.request(ctx, rt)
-	if err != nil {
-		return nil, "", 0, unsentError{err}
+	// A DPoP nonce challenge gets one resend (see nonceResend): no more,
+	// so that a server cannot make the refresh a loop.
+	for attempt := 0; ; attempt++ {
+		req, assertion, err := g.request(ctx, rt)
+		if err == nil {
+			err = g.prove(req)
+		}
+		if err != nil {
+			return nil, "", 0, unsentError{err}
+		}
+		// A copy: redactAlso is the caller's. The assertion and the DPoP
+		// proof are the request's own, which a server may echo.
+		secrets := append(redactAlso[:len(redactAlso):len(redactAlso)], assertionSecrets(assertion)...)
+		secrets = append(secrets, req.Header.Get("DPoP"))
+		sent := g.now()
+		resp, err := g.client.Do(req)
+		if err != nil {
+			return nil, "", 0, fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, secrets)...))
+		}
+		body, err := readBody(resp)
+		if err != nil {
+			return nil, "", resp.StatusCode, err
+		}
+		if attempt == 0 && g.nonceResend(req, resp, body) {
+			continue
+		}
+		tok, rotated, err = g.parse(resp, body, sent, rt, family, secrets...)
+		if err == nil && g.dpop != nil {
+			tok, err = dpopType(tok)
+		}
+		return tok, rotated, resp.StatusCode, err
 	}
-	// A copy: redactAlso is the caller's.
-	redactAlso = append(redactAlso[:len(redactAlso):len(redactAlso)], assertionSecrets(assertion)...)
-	sent := g.now()
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return nil, "", 0, fmt.Errorf("refreshtoken: token request failed: %w", redactURL(err, g.secrets(rt, redactAlso)...))
-	}
+}
+
+// readBody reads and closes the body of a token endpoint's answer, up to
+// maxBody.
+func readBody(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, "", resp.StatusCode, fmt.Errorf("refreshtoken: reading token response (HTTP %d): %w", resp.StatusCode, err)
+		return nil, fmt.Errorf("refreshtoken: reading token response (HTTP %d): %w", resp.StatusCode, err)
 	}
 	if len(body) > maxBody {
-		return nil, "", resp.StatusCode, fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
+		return nil, fmt.Errorf("refreshtoken: token response (HTTP %d) is larger than %d bytes", resp.StatusCode, maxBody)
 	}
-	tok, rotated, err = g.parse(resp, body, sent, rt, family, redactAlso...)
-	return tok, rotated, resp.StatusCode, err
+	return body, nil
 }
 
 // request builds the POST that sends the refresh token rt, and returns

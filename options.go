@@ -2,6 +2,7 @@ package refreshtoken
 
 import (
 	"context"
+	"crypto"
 	"net/url"
 	"time"
 
@@ -37,6 +38,9 @@ type options struct {
 	refreshLife *refreshLifetimes
 	// assertion is WithClientAssertion's; nil: none.
 	assertion *ClientAssertion
+	// dpop is set by WithDPoP, with its key dpopKey (nil is an error).
+	dpop    bool
+	dpopKey crypto.Signer
 }
 
 func resolve(opts []Option) options {

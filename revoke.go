@@ -301,15 +301,22 @@ func (g *grant) checkRevoke(allowHTTP bool) error {
 // echo them in.
 func (g *grant) revoke(ctx context.Context, rt string, redactAlso ...string) (status int, sent bool, err error) {
 	req, assertion, err := g.revokeRequest(ctx, rt)
+	if err == nil {
+		err = g.prove(req)
+	}
 	if err != nil {
 		return 0, false, err
 	}
 	secrets := append(g.secrets(rt, redactAlso), assertionSecrets(assertion)...)
+	secrets = append(secrets, req.Header.Get("DPoP"))
 	resp, err := g.client.Do(req)
 	if err != nil {
 		return 0, true, fmt.Errorf("refreshtoken: revocation request failed; the token is kept: %w", redactURL(err, secrets...))
 	}
 	defer resp.Body.Close()
+	if g.dpop != nil {
+		g.dpop.remember(req.URL, resp)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return resp.StatusCode, true, fmt.Errorf("refreshtoken: reading the revocation endpoint's answer (HTTP %d); the token is kept: %w", resp.StatusCode, err)

@@ -243,6 +243,13 @@ func newGrantConfig(ctx context.Context, conf *oauth2.Config, o options) *config
 			g.revokeErr = cmp.Or(g.revokeErr, err)
 		}
 	}
+	if o.dpop {
+		var err error
+		if g.dpop, err = newDPoP(o.dpopKey, c.now); err != nil {
+			g.err = cmp.Or(g.err, err)
+			g.revokeErr = cmp.Or(g.revokeErr, err)
+		}
+	}
 	return c
 }
 

@@ -70,8 +70,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	resp, err := t.send(authorized(req, e.auth))
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+	r, err := t.authorize(req, e)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	resp, err := t.send(r)
+	if err == nil {
+		resp, err = t.nonceRetry(req, e, resp)
+	}
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || (t.signer(e) != nil && nonceChallenge(resp)) {
+		// A second nonce challenge is the server's to explain: the
+		// token is not dropped for it.
 		return resp, err
 	}
 	return t.unauthorized(req, e, resp)
@@ -94,7 +104,10 @@ func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Respons
 		// No better token: the caller gets the 401 as it came.
 		return resp, nil
 	}
-	retry := authorized(req, next.auth)
+	retry, err := t.authorize(req, next)
+	if err != nil {
+		return resp, nil
+	}
 	if req.GetBody != nil {
 		body, err := req.GetBody()
 		if err != nil {
@@ -102,10 +115,7 @@ func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Respons
 		}
 		retry.Body = body
 	}
-	if resp.Body != nil { // nil from a Base that means an empty body
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
-		resp.Body.Close()
-	}
+	discard(resp)
 	u.Retried = true
 	resp, err = t.send(retry)
 	u.RejectedAgain = err == nil && resp.StatusCode == http.StatusUnauthorized
@@ -151,6 +161,15 @@ func authorized(req *http.Request, auth string) *http.Request {
 // replayable reports whether req's body can be sent a second time.
 func replayable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// discard reads a little of resp's body, which lets the connection be
+// reused, and closes it.
+func discard(resp *http.Response) {
+	if resp.Body != nil { // nil from a Base that means an empty body
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}
 }
 
 func closeBody(req *http.Request) {

@@ -26,6 +26,14 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 		status, body = oauthError(http.StatusBadRequest, "invalid_request", err.Error())
 		return status, body, nil
 	}
+	var jkt string
+	if s.cfg.DPoP {
+		var code string
+		if jkt, code = s.proofOf(r, ""); code != "" {
+			status, body = s.dpopError(code)
+			return status, body, nil
+		}
+	}
 	if status, body := s.authenticate(r, params); status != 0 {
 		return status, body, nil
 	}
@@ -34,7 +42,7 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 	now := s.cfg.Clock()
 	switch gt := params.Get("grant_type"); gt {
 	case "refresh_token":
-		return s.refreshGrant(params, now, reissue)
+		return s.refreshGrant(params, now, reissue, jkt)
 	case "authorization_code":
 		status, body = s.codeGrant(params, now)
 	case deviceGrantType:
@@ -46,7 +54,8 @@ func (s *Server) token(r *http.Request, reissue bool) (status int, body map[stri
 }
 
 // refreshGrant answers grant_type=refresh_token; called with mu held.
-func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (status int, body map[string]any, rotated *refreshState) {
+// jkt is the thumbprint of the request's DPoP key, "" without DPoP.
+func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool, jkt string) (status int, body map[string]any, rotated *refreshState) {
 	rt := s.refresh[params.Get("refresh_token")]
 	if rt != nil && rt.retired && rt.delivered {
 		s.stats.ReplacedSent++
@@ -54,6 +63,12 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 	switch {
 	case rt == nil || rt.family.revoked:
 		status, body = oauthError(http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token.")
+		return status, body, nil
+	case rt.family.jkt != "" && rt.family.jkt != jkt:
+		// Checked before reuse: a thief's request with another key
+		// changes nothing.
+		s.stats.DPoPRejected++
+		status, body = oauthError(http.StatusBadRequest, "invalid_grant", "Refresh token is bound to another DPoP key.")
 		return status, body, nil
 	case rt.retired && rt.successor != nil && now.Before(rt.retiredAt.Add(s.cfg.ReuseInterval)) && !rt.successor.retired:
 		// Within the reuse interval: the successor, never used, is
@@ -89,6 +104,13 @@ func (s *Server) refreshGrant(params url.Values, now time.Time, reissue bool) (s
 	}
 
 	body = s.issue(rt.family, scope, audience, now, reissue)
+	if jkt != "" {
+		body["token_type"] = "DPoP"
+		s.accessJKT[body["access_token"].(string)] = jkt
+		if s.cfg.Public {
+			rt.family.jkt = jkt
+		}
+	}
 	s.audienceRefreshes[audience]++
 	s.stats.Refreshes++
 	if !rt.issuedAt.IsZero() {

@@ -170,6 +170,23 @@ type Config struct {
 	// without audience is for the default API, "". Nil, the default,
 	// accepts any audience. See [Server.AccessAudience].
 	Audiences []string
+	// DPoP makes the token endpoint require a DPoP proof (RFC 9449) on
+	// every request, checked for its signature with its jwk, typ, htm,
+	// htu, an iat within a minute of Clock, and a jti not seen before; a
+	// request without one, or with a bad one, is answered 400
+	// invalid_dpop_proof. Its tokens are of type DPoP, bound to the key
+	// (its JWK thumbprint), and /api accepts them only as
+	// "Authorization: DPoP" with a proof of the same key that carries
+	// their hash (ath). For a Public client the refresh token is bound to
+	// the key too: sent with another key's proof, it is answered 400
+	// invalid_grant and stays valid. Default false: the DPoP header is
+	// ignored and tokens are Bearer, as a server without DPoP does.
+	DPoP bool
+	// DPoPNonce makes proofs carry the server's current nonce, sent in
+	// a DPoP-Nonce header on every answer of the token endpoint and /api
+	// (see [Server.RotateDPoPNonce]); a proof without it is answered
+	// use_dpop_nonce. Only with DPoP. Default false.
+	DPoPNonce bool
 	// Listener is where NewServer serves, such as a net.Listen on a
 	// chosen address; the Server's URL is built from its address, and
 	// Close closes it. Default a new listener on a loopback port.
@@ -244,6 +261,11 @@ type Stats struct {
 	// client that refreshes before its access token nears expiry, as a
 	// process that missed another's refresh would, shows here.
 	YoungestRefreshed time.Duration
+	// DPoPRejected counts token requests refused for their DPoP proof
+	// (invalid_dpop_proof, use_dpop_nonce) or for a refresh token bound to
+	// another key; DPoPReplays counts proofs refused for a jti seen
+	// before, at either endpoint.
+	DPoPRejected, DPoPReplays int
 }
 
 // Server is a running token server. Its methods are safe for concurrent
@@ -285,8 +307,11 @@ type Server struct {
 	// x5t is, while token answers a request (mu held throughout), the
 	// thumbprint that the access tokens it issues are bound to, "" for
 	// none; issue reads it.
-	x5t  string
-	jtis map[string]time.Time // client assertions' jti seen, to their exp
+	x5t       string
+	jtis      map[string]time.Time // client assertions' jti seen, to their exp
+	dpopNonce string               // the nonce proofs must carry, with DPoPNonce
+	dpopJTIs  map[string]bool      // the jti of every DPoP proof accepted
+	accessJKT map[string]string    // access token to the thumbprint it is bound to
 }
 
 type injected struct {
@@ -311,6 +336,7 @@ type family struct {
 	revoked bool
 	access  string // the access token last issued, for ReissueAccessToken
 	newest  string // the refresh token last issued, for Newest
+	jkt     string // the thumbprint of the key it is bound to; "": none
 }
 
 // NewServer starts a Server on cfg.Listener, or on a new loopback port.
@@ -348,6 +374,9 @@ func NewServer(cfg Config) *Server {
 		devices:           make(map[string]*deviceAuth),
 		users:             make(map[string]*deviceAuth),
 		boundTo:           make(map[string]string),
+		dpopNonce:         rand.Text(),
+		dpopJTIs:          make(map[string]bool),
+		accessJKT:         make(map[string]string),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.serveToken)
@@ -583,6 +612,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	default:
 		status, body, rotated = s.token(r, f.ReissueAccessToken)
 	}
+	if s.cfg.DPoP && s.cfg.DPoPNonce {
+		h.Set("DPoP-Nonce", s.dpopNonce)
+	}
 	for k, vs := range f.Header {
 		h[k] = vs
 	}
@@ -647,7 +679,19 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.APICalls++
-	access, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.cfg.DPoP && s.cfg.DPoPNonce {
+		w.Header().Set("DPoP-Nonce", s.dpopNonce)
+	}
+	auth := r.Header.Get("Authorization")
+	access, ok := strings.CutPrefix(auth, "Bearer ")
+	if dp, isDPoP := strings.CutPrefix(auth, "DPoP "); isDPoP && s.accessJKT[dp] != "" {
+		if !s.serveDPoPAPI(w, r, dp) {
+			return
+		}
+		access, ok = dp, true
+	} else if s.accessJKT[access] != "" {
+		ok = false // a bound token sent as a bearer token
+	}
 	exp, known := s.access[access]
 	if !ok || !known || !s.cfg.Clock().Before(exp) || !s.forAudience(r, access) || !s.certBoundOK(r, access) {
 		s.stats.APIRejected++

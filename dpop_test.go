@@ -301,3 +301,39 @@ func TestDPoPUnsupportedKey(t *testing.T) {
 		t.Errorf("token requests = %d, want 0", n)
 	}
 }
+
+// TestDPoPWithClientAssertion: with private_key_jwt and DPoP together, the
+// resend that a nonce challenge asks for carries a new client assertion
+// and a new proof: the server accepts both (it refuses a replayed jti),
+// and the refresh token is sent for one refresh.
+func TestDPoPWithClientAssertion(t *testing.T) {
+	clk := newFakeClock(t0DPoP)
+	clientKey := mustECDSA(t, elliptic.P256())
+	log := new(assertionLog)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{ClientKey: clientKey.Public(), DPoP: true, DPoPNonce: true,
+		Clock: clk.Now, OnTokenRequest: log.record})
+	t.Cleanup(srv.Close)
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+		refreshtoken.WithClientAssertion(refreshtoken.ClientAssertion{Signer: clientKey, KeyID: "k1", Algorithm: "ES256"}),
+		refreshtoken.WithDPoP(newECKey(t)), refreshtoken.WithClock(clk.Now))
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatalf("Token() = %v", err)
+	}
+	if tok.Type() != "DPoP" {
+		t.Errorf("token type = %q, want DPoP", tok.Type())
+	}
+	forms := log.all()
+	if len(forms) != 2 {
+		t.Fatalf("%d token requests, want 2 (the nonce challenge, the resend)", len(forms))
+	}
+	if a, b := forms[0].Get("client_assertion"), forms[1].Get("client_assertion"); a == "" || a == b {
+		t.Error("the resend did not carry a new client assertion")
+	}
+	if st := srv.Stats(); st.Refreshes != 1 || st.ReuseEvents != 0 || st.AssertionsRejected != 0 {
+		t.Errorf("Stats() = %+v, want 1 refresh, no reuse, no assertion rejected", st)
+	}
+	if got := getAPIDPoP(t, srv, ts); got != http.StatusOK {
+		t.Errorf("GET /api = %d, want 200", got)
+	}
+}

@@ -8,10 +8,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -335,5 +338,51 @@ func TestDPoPWithClientAssertion(t *testing.T) {
 	}
 	if got := getAPIDPoP(t, srv, ts); got != http.StatusOK {
 		t.Errorf("GET /api = %d, want 200", got)
+	}
+}
+
+// TestDPoPProofRedacted: a server that echoes the DPoP proof (a token
+// request's, or an API request's) has it redacted from the errors and the
+// answer the caller sees of the token endpoint.
+func TestDPoPProofRedacted(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		sent []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proof := r.Header.Get("DPoP")
+		mu.Lock()
+		sent = append(sent, proof)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Echo", proof)
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "invalid_dpop_proof", "error_description": "bad proof " + proof, "error_uri": proof})
+	}))
+	defer srv.Close()
+	ts := refreshtoken.New(context.Background(), &oauth2.Config{ClientID: "c", Endpoint: oauth2.Endpoint{TokenURL: srv.URL}},
+		&oauth2.Token{RefreshToken: "rt-secret"}, refreshtoken.WithDPoP(newECKey(t)))
+	_, err := ts.Token()
+	if err == nil {
+		t.Fatal("Token() = nil error, want invalid_dpop_proof")
+	}
+	mu.Lock()
+	proof := sent[len(sent)-1]
+	mu.Unlock()
+	if proof == "" {
+		t.Fatal("no proof was sent")
+	}
+	if found := leaks(err, []string{proof, proof[strings.LastIndexByte(proof, '.')+1:], "rt-secret"}); len(found) > 0 {
+		t.Errorf("the error shows a secret:\n%s", strings.Join(found, "\n"))
+	}
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		t.Fatalf("Token() = %v, want a RetrieveError", err)
+	}
+	for what, shown := range map[string]string{"body": string(re.Body), "error_description": re.ErrorDescription,
+		"error_uri": re.ErrorURI, "header": re.Response.Header.Get("X-Echo")} {
+		if strings.Contains(shown, proof) {
+			t.Errorf("the answer's %s, as the caller sees it, holds the proof", what)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"strings"
 	"time"
@@ -60,6 +61,20 @@ type ClientAssertion struct {
 	// it. An error fails the request before anything is sent.
 	Assert func(ctx context.Context, aud string) (string, error)
 }
+
+// String describes c without its Signer, whose value may be the private
+// key itself (an *ecdsa.PrivateKey prints its numbers).
+func (c ClientAssertion) String() string {
+	return fmt.Sprintf("refreshtoken.ClientAssertion{KeyID %q, Algorithm %q, Audience %q, Signer set %t, Assert set %t}",
+		c.KeyID, c.Algorithm, c.Audience, c.Signer != nil, c.Assert != nil)
+}
+
+// GoString is String, so that %#v prints no key either.
+func (c ClientAssertion) GoString() string { return c.String() }
+
+// Format prints String whatever the verb: fmt prints the fields of a struct
+// for verbs such as %d or %x, and the Signer may be the private key.
+func (c ClientAssertion) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // WithClientAssertion makes [New] authenticate the client with a signed
 // JWT (private_key_jwt) instead of conf.ClientSecret, which is then never

@@ -364,3 +364,21 @@ func TestClientAssertionRedacted(t *testing.T) {
 		})
 	}
 }
+
+// TestClientAssertionPrintsNoKey: a ClientAssertion printed with any verb,
+// alone or inside another value, shows no part of its private key.
+func TestClientAssertionPrintsNoKey(t *testing.T) {
+	key := mustECDSA(t, elliptic.P256())
+	rsaKey := mustRSA(t, 2048)
+	for _, c := range []refreshtoken.ClientAssertion{
+		{Signer: key, KeyID: "k1", Algorithm: "ES256"},
+		{Signer: rsaKey, KeyID: "k2", Algorithm: "RS256"},
+	} {
+		secrets := []string{key.D.String(), key.D.Text(16), rsaKey.D.String(), rsaKey.D.Text(16), rsaKey.Primes[0].String()}
+		for _, v := range []any{c, &c, struct{ A refreshtoken.ClientAssertion }{c}} {
+			if found := leaks(v, secrets); len(found) > 0 {
+				t.Errorf("a printed ClientAssertion shows its key:\n%s", strings.Join(found, "\n"))
+			}
+		}
+	}
+}

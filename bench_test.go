@@ -56,7 +56,9 @@ func loop[T any](b *testing.B, parallel bool, op func() T) {
 
 // BenchmarkToken is the cached Token() path: ours, x/oauth2's
 // ReuseTokenSource over the same token, and two floors: a bare clock read,
-// and a clock read plus the copy Token() owes its callers.
+// and a clock read plus the copy Token() owes its callers. Ours also as a
+// source of the token server, with and without WithDPoP: a cached DPoP
+// token costs no signature (checked: signs/op is 0).
 func BenchmarkToken(b *testing.B) {
 	tok := benchToken()
 	ours := refreshtoken.Cache(oauth2.StaticTokenSource(tok))
@@ -73,6 +75,8 @@ func BenchmarkToken(b *testing.B) {
 	if _, err := logged.Token(); err != nil {
 		b.Fatal(err)
 	}
+	bearer := bearerBenchSource(b)
+	dpop, signs := dpopBenchSource(b, newECKey(b))
 	for _, mode := range []string{"serial", "parallel"} {
 		parallel := mode == "parallel"
 		b.Run("mode="+mode+"/impl=floor-clock", func(b *testing.B) {
@@ -95,6 +99,14 @@ func BenchmarkToken(b *testing.B) {
 		})
 		b.Run("mode="+mode+"/impl=refreshtoken+slog", func(b *testing.B) {
 			loop(b, parallel, func() *oauth2.Token { t, _ := logged.Token(); return t })
+		})
+		b.Run("mode="+mode+"/impl=refreshtoken-New", func(b *testing.B) {
+			loop(b, parallel, func() *oauth2.Token { t, _ := bearer.Token(); return t })
+		})
+		b.Run("mode="+mode+"/impl=refreshtoken-New+DPoP", func(b *testing.B) {
+			before := signs.signs.Load()
+			loop(b, parallel, func() *oauth2.Token { t, _ := dpop.Token(); return t })
+			reportSigns(b, signs, before, 0)
 		})
 	}
 }

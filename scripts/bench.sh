@@ -13,7 +13,7 @@ command -v benchstat >/dev/null || go install golang.org/x/perf/cmd/benchstat@v0
 
 nproc > "$out/cores.txt"
 # Timings: 10 runs each, one and two cores.
-go test -run '^$' -bench '^(BenchmarkToken|BenchmarkRoundTrip|BenchmarkRequest)$' -benchmem -count 10 -cpu 1,2 . | tee "$out/micro.txt"
+go test -run '^$' -bench '^(BenchmarkToken|BenchmarkRoundTrip|BenchmarkRequest|BenchmarkDPoP)$' -benchmem -count 10 -cpu 1,2 . | tee "$out/micro.txt"
 # Scenarios: counts and latencies, 5 runs each.
 go test -run '^$' -bench '^(BenchmarkRefreshStorm|BenchmarkStaleWhileRevalidate|BenchmarkOutage|BenchmarkLongRun)$' -benchtime 1x -count 5 . -args -swr.csv="$PWD/$out/swr.csv" | tee "$out/scenarios.txt"
 # One tenant's rate limit: 10,000 users on simulated time, one run (about

@@ -38,6 +38,9 @@ type owner struct {
 	// life is what is known of rt's lifetime (rtexpiry.go), nil if its
 	// expiry is not; written with mu held, read without.
 	life atomic.Pointer[rtLife]
+	// bound is the JWK thumbprint of the DPoP key rt is bound to
+	// (dpopbind.go), "" if none is known; written with mu held, with rt.
+	bound string
 }
 
 // group is the sources that share an owner.

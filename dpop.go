@@ -35,7 +35,9 @@ import (
 // keeps other private keys (a KMS, an HSM, a file it encrypts): the library
 // never writes a private key anywhere, and no error, event or String holds
 // a key, a proof or an access token. A refresh token bound to a key (a
-// public client's, RFC 9449 section 5) only works with that same key.
+// public client's, RFC 9449 section 5) only works with that same key: the
+// source keeps which ([ExtraDPoPThumbprint]) and does not send it with
+// another ([ErrDPoPKeyMismatch]). See docs/dpop.md.
 //
 // When a server answers use_dpop_nonce with a DPoP-Nonce header, the
 // request is sent once more with the nonce; nonces are remembered per

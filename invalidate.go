@@ -118,6 +118,7 @@ func (s *TokenSource) SetToken(tok *oauth2.Token) error {
 			s.own.rt = tok.RefreshToken
 		}
 		s.startLife(tok, s.now())
+		s.startBinding(tok)
 	}
 	s.recoverSiblings()
 	s.policy = policy{}

@@ -359,6 +359,7 @@ func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
 	}
 	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
 		s.adoptLife(tok, r.now, tok.RefreshToken != s.own.rt)
+		s.adoptBinding(tok, tok.RefreshToken != s.own.rt)
 		s.own.rt = tok.RefreshToken
 	}
 	if !s.primary() {
@@ -402,6 +403,10 @@ func (r *round) fetch() {
 		r.err = err
 		return
 	}
+	if err := s.checkBinding(); err != nil {
+		r.err = err
+		return
+	}
 	// The access tokens the source holds or dropped last are secrets too,
 	// which a server may echo.
 	cached := []string{r.base.drops().access}
@@ -418,6 +423,9 @@ func (r *round) fetch() {
 	}
 	if tok != nil || rotated != "" {
 		s.renewLife(tok, r.now)
+		// The server took the refresh token with this key's proof (or
+		// with none, and it was not bound): the new one is bound so.
+		s.own.bound = s.grant.thumb()
 	}
 	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -157,18 +156,7 @@ func putLife(raw any, family, expiry time.Time, absolute bool) {
 		if !t.IsZero() {
 			v = t.UTC().Format(time.RFC3339Nano)
 		}
-		switch r := raw.(type) {
-		case map[string]any:
-			delete(r, k)
-			if v != "" {
-				r[k] = v
-			}
-		case url.Values:
-			r.Del(k)
-			if v != "" {
-				r.Set(k, v)
-			}
-		}
+		putExtra(raw, k, v)
 	}
 	set(ExtraRefreshTokenExpiry, expiry)
 	if !absolute || expiry.IsZero() {
@@ -290,24 +278,26 @@ func (own *owner) family() time.Time {
 }
 
 // stamp returns tok, a token to save that holds the group's refresh
-// token, with what is known of that refresh token's lifetime in its Extra
-// (beside id_token and scope, the raw fields a store keeps), if tok does
-// not carry it already: a token built or given rather than parsed.
+// token, with what is known of that refresh token's lifetime and of the
+// DPoP key it is bound to in its Extra (beside id_token and scope, the raw
+// fields a store keeps), if tok does not carry them already: a token
+// built or given rather than parsed. Called with own.mu held.
 func (own *owner) stamp(tok *oauth2.Token, absolute bool) *oauth2.Token {
 	l := own.life.Load()
-	if l == nil {
-		return tok
-	}
-	if _, expiry, ok := lifeOf(tok); ok && expiry.Equal(l.expiry) {
+	_, expiry, ok := lifeOf(tok)
+	if (l == nil || ok && expiry.Equal(l.expiry)) && boundOf(tok) == own.bound {
 		return tok
 	}
 	extra := map[string]any{}
-	for _, k := range []string{"id_token", "scope"} {
+	for _, k := range []string{"id_token", "scope", ExtraRefreshTokenExpiry, ExtraRefreshTokenFamily} {
 		if v, ok := tok.Extra(k).(string); ok {
 			extra[k] = v
 		}
 	}
-	putLife(extra, l.family, l.expiry, absolute)
+	if l != nil {
+		putLife(extra, l.family, l.expiry, absolute)
+	}
+	putBinding(extra, own.bound)
 	t := *tok
 	return t.WithExtra(extra)
 }

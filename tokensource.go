@@ -207,6 +207,7 @@ func New(ctx context.Context, conf *oauth2.Config, tok *oauth2.Token, opts ...Op
 		s.own.rt = tok.RefreshToken
 	}
 	s.startLife(tok, s.now())
+	s.startBinding(tok)
 	s.cur.Store(newEntry(s.tokenView(tok, time.Time{}, s.now(), 0)))
 	return s
 }

@@ -78,6 +78,9 @@ type record struct {
 	// refreshtoken.ExtraRefreshTokenExpiry and ExtraRefreshTokenFamily.
 	RefreshExpiry string `json:"refresh_token_expiry,omitempty"`
 	RefreshFamily string `json:"refresh_token_family_issued,omitempty"`
+	// The thumbprint of the DPoP key the refresh token is bound to: the
+	// extra refreshtoken.ExtraDPoPThumbprint.
+	DPoPThumbprint string `json:"dpop_jkt,omitempty"`
 }
 
 // maxFile bounds what Load reads: a token file is a few kilobytes.
@@ -130,6 +133,9 @@ func (s *Store) Load(context.Context) (*oauth2.Token, error) {
 	if r.RefreshFamily != "" {
 		extra["refresh_token_family_issued"] = r.RefreshFamily
 	}
+	if r.DPoPThumbprint != "" {
+		extra["dpop_jkt"] = r.DPoPThumbprint
+	}
 	return tok.WithExtra(extra), nil
 }
 
@@ -141,6 +147,7 @@ func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 	r.Scope, _ = tok.Extra("scope").(string)
 	r.RefreshExpiry, _ = tok.Extra("refresh_token_expiry").(string)
 	r.RefreshFamily, _ = tok.Extra("refresh_token_family_issued").(string)
+	r.DPoPThumbprint, _ = tok.Extra("dpop_jkt").(string)
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("filestore: %w", err)

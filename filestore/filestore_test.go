@@ -36,7 +36,8 @@ func TestRoundTrip(t *testing.T) {
 	}
 	want := (&oauth2.Token{AccessToken: "at", TokenType: "Bearer", RefreshToken: "rt", Expiry: time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)}).
 		WithExtra(map[string]any{"id_token": "id.jwt.sig", "scope": "openid offline_access", "other": 1,
-			refreshtoken.ExtraRefreshTokenExpiry: "2026-12-25T13:00:00.5Z", refreshtoken.ExtraRefreshTokenFamily: "2026-11-25T12:00:00Z"})
+			refreshtoken.ExtraRefreshTokenExpiry: "2026-12-25T13:00:00.5Z", refreshtoken.ExtraRefreshTokenFamily: "2026-11-25T12:00:00Z",
+			refreshtoken.ExtraDPoPThumbprint: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
 	if err := s.Save(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestRoundTrip(t *testing.T) {
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(oauth2.Token{})); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
 	}
-	for _, k := range []string{"id_token", "scope", refreshtoken.ExtraRefreshTokenExpiry, refreshtoken.ExtraRefreshTokenFamily} {
+	for _, k := range []string{"id_token", "scope", refreshtoken.ExtraRefreshTokenExpiry, refreshtoken.ExtraRefreshTokenFamily, refreshtoken.ExtraDPoPThumbprint} {
 		if got.Extra(k) != want.Extra(k) {
 			t.Errorf("Extra(%q) = %v, want %v", k, got.Extra(k), want.Extra(k))
 		}

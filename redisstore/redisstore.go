@@ -14,7 +14,7 @@
 //
 // The token is a Redis hash with the fields access_token, token_type,
 // refresh_token, expiry (RFC 3339), expires_in, id_token, scope,
-// refresh_token_expiry and refresh_token_family_issued, the empty ones
+// refresh_token_expiry, refresh_token_family_issued and dpop_jkt, the empty ones
 // left out; the lock is a string under the key followed by
 // ":lock". Both hold secrets: protect the Redis server as you would the
 // refresh tokens (ACLs, TLS, no public port), and run it with persistence
@@ -140,10 +140,11 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 
 // keptExtras are the string extras of a token that the hash keeps: two
 // response fields, and what the source knows of the refresh token's
-// lifetime (the keys refreshtoken.ExtraRefreshTokenExpiry and
-// ExtraRefreshTokenFamily, spelled out so that this module builds with a
-// core that predates them).
-var keptExtras = []string{"id_token", "scope", "refresh_token_expiry", "refresh_token_family_issued"}
+// lifetime and of the DPoP key it is bound to (the keys
+// refreshtoken.ExtraRefreshTokenExpiry, ExtraRefreshTokenFamily and
+// ExtraDPoPThumbprint, spelled out so that this module builds with a core
+// that predates them).
+var keptExtras = []string{"id_token", "scope", "refresh_token_expiry", "refresh_token_family_issued", "dpop_jkt"}
 
 // saveScript replaces the hash at KEYS[1] with the field-value pairs from
 // ARGV[4] on. If ARGV[1] is "1", it does so only if the stored

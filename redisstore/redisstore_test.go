@@ -60,7 +60,8 @@ func TestRoundTrip(t *testing.T) {
 	full := (&oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1",
 		Expiry: time.Date(2026, 11, 25, 13, 0, 0, 123, time.UTC), ExpiresIn: 3600}).
 		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access",
-			"refresh_token_expiry": "2026-12-25T13:00:00.5Z", "refresh_token_family_issued": "2026-11-25T12:00:00Z"})
+			"refresh_token_expiry": "2026-12-25T13:00:00.5Z", "refresh_token_family_issued": "2026-11-25T12:00:00Z",
+			"dpop_jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
 	for _, tc := range []struct {
 		name string
 		tok  *oauth2.Token
@@ -82,7 +83,8 @@ func TestRoundTrip(t *testing.T) {
 					a.Expiry.Equal(b.Expiry) && a.ExpiresIn == b.ExpiresIn &&
 					a.Extra("id_token") == b.Extra("id_token") && a.Extra("scope") == b.Extra("scope") &&
 					a.Extra("refresh_token_expiry") == b.Extra("refresh_token_expiry") &&
-					a.Extra("refresh_token_family_issued") == b.Extra("refresh_token_family_issued")
+					a.Extra("refresh_token_family_issued") == b.Extra("refresh_token_family_issued") &&
+					a.Extra("dpop_jkt") == b.Extra("dpop_jkt")
 			})
 			if diff := cmp.Diff(tc.tok, got, opt); diff != "" {
 				t.Errorf("Load after Save (-want +got):\n%s", diff)

@@ -101,21 +101,23 @@ func NewMemoryStore(clock func() time.Time, lease time.Duration) *MemoryStore {
 	return &MemoryStore{clock: clock, lease: lease, freed: make(chan struct{})}
 }
 
-// The keys of refreshtoken.ExtraRefreshTokenExpiry and
-// refreshtoken.ExtraRefreshTokenFamily: what a source knows of its refresh
-// token's lifetime, which a store keeps.
+// The keys of refreshtoken.ExtraRefreshTokenExpiry,
+// refreshtoken.ExtraRefreshTokenFamily and refreshtoken.ExtraDPoPThumbprint:
+// what a source knows of its refresh token's lifetime and of the DPoP key
+// it is bound to, which a store keeps.
 const (
 	refreshExpiryKey = "refresh_token_expiry"
 	refreshFamilyKey = "refresh_token_family_issued"
+	dpopThumbKey     = "dpop_jkt"
 )
 
 // keptExtras are the string extras a store keeps.
-var keptExtras = []string{"id_token", "scope", refreshExpiryKey, refreshFamilyKey}
+var keptExtras = []string{"id_token", "scope", refreshExpiryKey, refreshFamilyKey, dpopThumbKey}
 
 // copyToken returns a copy of tok as a store keeps it: the fields a
 // source relies on, the expiry without its monotonic reading, and the
-// string extras id_token, scope, refresh_token_expiry and
-// refresh_token_family_issued.
+// string extras id_token, scope, refresh_token_expiry,
+// refresh_token_family_issued and dpop_jkt.
 func copyToken(tok *oauth2.Token) *oauth2.Token {
 	if tok == nil {
 		return nil

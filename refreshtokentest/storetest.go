@@ -101,7 +101,8 @@ func fullToken() *oauth2.Token {
 	return (&oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1",
 		Expiry: time.Date(2026, 11, 25, 13, 0, 0, 123456789, time.UTC), ExpiresIn: 3600}).
 		WithExtra(map[string]any{"id_token": "id-1", "scope": "openid offline_access",
-			refreshExpiryKey: "2026-12-25T12:00:00.5Z", refreshFamilyKey: "2026-11-25T11:00:00Z"})
+			refreshExpiryKey: "2026-12-25T12:00:00.5Z", refreshFamilyKey: "2026-11-25T11:00:00Z",
+			dpopThumbKey: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
 }
 
 // checkLoad reports, as what, a Load of s that fails or differs from want

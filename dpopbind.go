@@ -58,6 +58,18 @@ func (g *grant) thumb() string {
 	return g.dpop.thumb
 }
 
+// binding returns the thumbprint the refresh tokens that g obtains are
+// bound to: its DPoP key's for a public client (RFC 9449 section 5); ""
+// for a confidential client, whose refresh tokens are bound to its client
+// authentication and not to the key (so that it may change its key, or a
+// fleet's processes each have their own), and without DPoP.
+func (g *grant) binding() string {
+	if g == nil || g.clientSecret != "" || g.assert != nil {
+		return ""
+	}
+	return g.thumb()
+}
+
 // boundOf returns the thumbprint tok says its refresh token is bound to,
 // "" if none.
 func boundOf(tok *oauth2.Token) string {
@@ -73,7 +85,7 @@ func (s *TokenSource) startBinding(tok *oauth2.Token) {
 	if s.grant == nil || tok == nil || tok.RefreshToken == "" {
 		return
 	}
-	s.own.bound = cmp.Or(boundOf(tok), s.grant.thumb())
+	s.own.bound = cmp.Or(boundOf(tok), s.grant.binding())
 }
 
 // adoptBinding learns the key a stored token's refresh token is bound to,

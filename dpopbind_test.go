@@ -181,3 +181,33 @@ func TestDPoPBoundAudience(t *testing.T) {
 		t.Errorf("TokenRequests = %d, want %d", got, before)
 	}
 }
+
+// TestDPoPConfidentialKeyChange: a confidential client's refresh token is
+// bound to its client authentication, not to its DPoP key (RFC 9449
+// section 5): nothing binds it in the store, and a process restarted with
+// a new key refreshes with it.
+func TestDPoPConfidentialKeyChange(t *testing.T) {
+	clk := newFakeClock(t0DPoP)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{DPoP: true, Clock: clk.Now}) // with a client secret
+	defer srv.Close()
+	st := refreshtokentest.NewMemoryStore(clk.Now, 0)
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+		refreshtoken.WithDPoP(newECKey(t)), refreshtoken.WithStore(st), refreshtoken.WithClock(clk.Now))
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
+	if th, _ := st.Stored().Extra(refreshtoken.ExtraDPoPThumbprint).(string); th != "" {
+		t.Errorf("a confidential client's stored token is bound to a key (%s), want none", th)
+	}
+	clk.Add(2 * time.Hour)
+	restarted := refreshtoken.New(context.Background(), srv.Config(), nil,
+		refreshtoken.WithDPoP(newECKey(t)), refreshtoken.WithStore(st), refreshtoken.WithClock(clk.Now))
+	defer restarted.Close()
+	if _, err := restarted.Token(); err != nil {
+		t.Errorf("Token() after a restart with a new DPoP key = %v", err)
+	}
+	if s := srv.Stats(); s.Refreshes != 2 || s.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v, want 2 refreshes, no reuse", s)
+	}
+}

@@ -289,7 +289,7 @@ func (g *grant) parse(resp *http.Response, body []byte, sent time.Time, rt strin
 	}
 	family, rtExpiry := g.life().issue(family, sent, saidLife(func(k string) any { return fields[k] }))
 	putLife(raw, family, rtExpiry, g.life().absolute > 0)
-	putBinding(raw, g.thumb())
+	putBinding(raw, g.binding())
 	return tok.WithExtra(raw), rotated, nil
 }
 

@@ -424,8 +424,9 @@ func (r *round) fetch() {
 	if tok != nil || rotated != "" {
 		s.renewLife(tok, r.now)
 		// The server took the refresh token with this key's proof (or
-		// with none, and it was not bound): the new one is bound so.
-		s.own.bound = s.grant.thumb()
+		// with none, and it was not bound): a public client's new one is
+		// bound so.
+		s.own.bound = s.grant.binding()
 	}
 	r.tok, r.rotated, r.err = tok, rotated, err
 	if err != nil && rotated == "" && r.unlock != nil && !errors.As(err, new(*endpointError)) && !errors.As(err, new(unsentError)) {

@@ -280,7 +280,9 @@ func (g *grant) nonceResend(req *http.Request, resp *http.Response, body []byte)
 	}
 	fields, _, _ := decode(resp.Header.Get("Content-Type"), body)
 	code, _ := field(fields, "error")
-	return code == "use_dpop_nonce"
+	// An answer that carries a token is no refusal before the refresh
+	// token was used, whatever its error says: no resend then.
+	return code == "use_dpop_nonce" && fields["refresh_token"] == nil && fields["access_token"] == nil
 }
 
 // dpopType returns tok, a new token fetched with a DPoP proof, with its
@@ -297,7 +299,7 @@ func dpopType(tok *oauth2.Token) (*oauth2.Token, error) {
 // one and the token is of type DPoP; else nil.
 func (t *Transport) signer(e *entry) *dpop {
 	g := t.Source.grant
-	if g == nil || g.dpop == nil || e.tok == nil || e.tok.TokenType != "DPoP" {
+	if g == nil || g.dpop == nil || e.tok == nil || !strings.EqualFold(e.tok.TokenType, "DPoP") {
 		return nil
 	}
 	return g.dpop

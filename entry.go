@@ -1,6 +1,7 @@
 package refreshtoken
 
 import (
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -197,8 +198,13 @@ func storedIssued(tok *oauth2.Token) time.Time {
 // authOf returns the Authorization header value for t, and points
 // t.AccessToken into it, so that an entry holds the access token once: a
 // JWT access token is often a kilobyte, and a process may hold a source per
-// user. t must be the entry's own copy.
+// user. A DPoP token's type, case-insensitive as every token type (RFC 6749
+// section 5.1), is spelled DPoP, as Transport and servers look for it. t
+// must be the entry's own copy.
 func authOf(t *oauth2.Token) string {
+	if strings.EqualFold(t.TokenType, "DPoP") {
+		t.TokenType = "DPoP"
+	}
 	auth := t.Type() + " " + t.AccessToken
 	t.AccessToken = auth[len(auth)-len(t.AccessToken):]
 	return auth

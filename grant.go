@@ -104,6 +104,11 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 	if rt == "" {
 		return nil, "", 0, unsentError{ErrNoToken}
 	}
+	// The caller's secrets, and the assertion and DPoP proof of every
+	// attempt, which a server may echo: the resend's answer may echo the
+	// first attempt's, whose assertion was never used. A copy: redactAlso
+	// is the caller's.
+	secrets := redactAlso[:len(redactAlso):len(redactAlso)]
 	// A DPoP nonce challenge gets one resend (see nonceResend): no more,
 	// so that a server cannot make the refresh a loop.
 	for attempt := 0; ; attempt++ {
@@ -114,10 +119,8 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 		if err != nil {
 			return nil, "", 0, unsentError{err}
 		}
-		// A copy: redactAlso is the caller's. The assertion and the DPoP
-		// proof are the request's own, which a server may echo.
-		secrets := append(redactAlso[:len(redactAlso):len(redactAlso)], assertionSecrets(assertion)...)
-		secrets = append(secrets, req.Header.Get("DPoP"))
+		secrets = append(secrets, assertionSecrets(assertion)...)
+		secrets = append(secrets, assertionSecrets(req.Header.Get("DPoP"))...)
 		sent := g.now()
 		resp, err := g.client.Do(req)
 		if err != nil {
@@ -127,7 +130,8 @@ func (g *grant) token(ctx context.Context, rt string, family time.Time, redactAl
 		if err != nil {
 			return nil, "", resp.StatusCode, err
 		}
-		if attempt == 0 && g.nonceResend(req, resp, body) {
+		// Every answer's nonce is remembered; only the first is resent.
+		if g.nonceResend(req, resp, body) && attempt == 0 {
 			continue
 		}
 		tok, rotated, err = g.parse(resp, body, sent, rt, family, secrets...)

@@ -148,6 +148,9 @@ func newAsserter(a ClientAssertion, clientID, tokenURL string, now func() time.T
 	}
 	switch pub := a.Signer.Public().(type) {
 	case *rsa.PublicKey:
+		if pub == nil || pub.N == nil {
+			return nil, errors.New("refreshtoken: the ClientAssertion Signer's RSA public key is empty")
+		}
 		if alg.curve != nil {
 			return nil, fmt.Errorf("refreshtoken: ClientAssertion.Algorithm %s needs an ECDSA key, and the Signer's is RSA", a.Algorithm)
 		}
@@ -155,6 +158,9 @@ func newAsserter(a ClientAssertion, clientID, tokenURL string, now func() time.T
 			return nil, fmt.Errorf("refreshtoken: the ClientAssertion Signer's RSA key has %d bits: at least 2048 are needed", pub.N.BitLen())
 		}
 	case *ecdsa.PublicKey:
+		if pub == nil || pub.Curve == nil {
+			return nil, errors.New("refreshtoken: the ClientAssertion Signer's ECDSA public key is empty")
+		}
 		if alg.curve == nil || pub.Curve != alg.curve {
 			return nil, fmt.Errorf("refreshtoken: ClientAssertion.Algorithm %s does not fit the Signer's ECDSA key on %s", a.Algorithm, pub.Curve.Params().Name)
 		}

@@ -249,6 +249,9 @@ func TestClientAssertionConfig(t *testing.T) {
 		{name: "ES256 with an RSA key", ca: refreshtoken.ClientAssertion{Signer: big, Algorithm: "ES256"}, want: "needs an ECDSA key"},
 		{name: "ES384 with a P-256 key", ca: refreshtoken.ClientAssertion{Signer: ec, Algorithm: "ES384"}, want: "does not fit"},
 		{name: "RSA 1024", ca: refreshtoken.ClientAssertion{Signer: small, Algorithm: "RS256"}, want: "1024 bits"},
+		{name: "nil ECDSA public key", ca: refreshtoken.ClientAssertion{Signer: staticSigner{pub: (*ecdsa.PublicKey)(nil)}, Algorithm: "ES256"}, want: "empty"},
+		{name: "ECDSA public key with no curve", ca: refreshtoken.ClientAssertion{Signer: staticSigner{pub: &ecdsa.PublicKey{}}, Algorithm: "ES256"}, want: "empty"},
+		{name: "empty RSA public key", ca: refreshtoken.ClientAssertion{Signer: staticSigner{pub: &rsa.PublicKey{}}, Algorithm: "RS256"}, want: "empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock(t0)

@@ -81,6 +81,9 @@ func newDPoP(key crypto.Signer, now func() time.Time) (*dpop, error) {
 	enc := base64.RawURLEncoding
 	switch pub := key.Public().(type) {
 	case *ecdsa.PublicKey:
+		if pub == nil || pub.Curve == nil {
+			return nil, errors.New("refreshtoken: WithDPoP was given an invalid ECDSA key")
+		}
 		if pub.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("refreshtoken: WithDPoP supports ECDSA keys on P-256 only, not %s", pub.Curve.Params().Name)
 		}

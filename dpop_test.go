@@ -294,7 +294,9 @@ func TestDPoPUnsupportedKey(t *testing.T) {
 	}
 	clk := newFakeClock(t0DPoP)
 	srv := dpopServer(t, clk, false)
-	for _, key := range []crypto.Signer{rk, p384, nil} {
+	// A broken Signer's public key: nil, or with no curve.
+	broken := []crypto.Signer{staticSigner{pub: (*ecdsa.PublicKey)(nil)}, staticSigner{pub: &ecdsa.PublicKey{}}}
+	for _, key := range append([]crypto.Signer{rk, p384, nil}, broken...) {
 		_, err := dpopSource(srv, clk, srv.NewRefreshToken(""), key).Token()
 		if err == nil || !strings.Contains(err.Error(), "WithDPoP") {
 			t.Errorf("Token() with %T = %v, want a WithDPoP error", key, err)

@@ -2,10 +2,16 @@ package refreshtoken_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -171,5 +177,45 @@ func TestDPoPResendRedactsFirstAttempt(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), first.proof[strings.LastIndexByte(first.proof, '.')+1:]) {
 		t.Errorf("error holds the first attempt's proof")
+	}
+}
+
+// shortRSigner signs as its ECDSA key does, but only returns signatures
+// whose r is at least a byte shorter than the curve's order, which the JWS
+// form (r||s, each left-padded to its full length) must pad: 1 in 256
+// signatures otherwise, too rare for a test to meet by chance.
+type shortRSigner struct{ *ecdsa.PrivateKey }
+
+func (k shortRSigner) Sign(rnd io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	for {
+		sig, err := ecdsa.SignASN1(rnd, k.PrivateKey, digest)
+		if err != nil {
+			return nil, err
+		}
+		var rs struct{ R, S *big.Int }
+		if _, err := asn1.Unmarshal(sig, &rs); err != nil {
+			return nil, err
+		}
+		if rs.R.BitLen() <= k.Curve.Params().BitSize-8 {
+			return sig, nil
+		}
+	}
+}
+
+// TestECDSAShortSignature: proofs and client assertions whose signature's
+// r is short are padded and accepted by the server, which checks them.
+func TestECDSAShortSignature(t *testing.T) {
+	clk := newFakeClock(t0DPoP)
+	clientKey := mustECDSA(t, elliptic.P256())
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{ClientKey: clientKey.Public(), DPoP: true, Clock: clk.Now})
+	t.Cleanup(srv.Close)
+	ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("")},
+		refreshtoken.WithClientAssertion(refreshtoken.ClientAssertion{Signer: shortRSigner{clientKey}, Algorithm: "ES256"}),
+		refreshtoken.WithDPoP(shortRSigner{mustECDSA(t, elliptic.P256())}), refreshtoken.WithClock(clk.Now))
+	if _, err := ts.Token(); err != nil {
+		t.Fatalf("Token() with short signatures = %v", err)
+	}
+	if got := getAPIDPoP(t, srv, ts); got != http.StatusOK {
+		t.Errorf("GET /api with a short proof signature = %d, want 200", got)
 	}
 }

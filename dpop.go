@@ -233,13 +233,32 @@ func nonceChallenge(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusUnauthorized {
 		return false
 	}
+	// A header value may hold several challenges (RFC 9110 section
+	// 11.6.1), and a parameter value may come as a token or quoted.
 	for _, v := range resp.Header.Values("WWW-Authenticate") {
-		if scheme, params, _ := strings.Cut(strings.TrimSpace(v), " "); strings.EqualFold(scheme, "DPoP") &&
-			strings.Contains(params, `error="use_dpop_nonce"`) {
+		params, ok := dpopChallenge(strings.ToLower(v))
+		if ok && (strings.Contains(params, `error="use_dpop_nonce"`) || strings.Contains(params, "error=use_dpop_nonce")) {
 			return true
 		}
 	}
 	return false
+}
+
+// dpopChallenge returns what follows the DPoP scheme in v, a lowercased
+// WWW-Authenticate value: the scheme at its start or after a comma.
+func dpopChallenge(v string) (params string, ok bool) {
+	for rest := v; ; {
+		i := strings.Index(rest, "dpop")
+		if i < 0 {
+			return "", false
+		}
+		before := strings.TrimRight(rest[:i], " \t")
+		after := rest[i+len("dpop"):]
+		if (before == "" && len(rest) == len(v) || strings.HasSuffix(before, ",")) && (after == "" || after[0] == ' ' || after[0] == '\t') {
+			return after, true
+		}
+		rest = after
+	}
 }
 
 // downgradeError is the failure of a refresh whose answer has a

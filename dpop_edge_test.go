@@ -219,3 +219,54 @@ func TestECDSAShortSignature(t *testing.T) {
 		t.Errorf("GET /api with a short proof signature = %d, want 200", got)
 	}
 }
+
+// TestDPoPNonceAfterRefreshRetry: the request that Transport sends again
+// after a 401 and a refresh gets its own nonce resend: an API that
+// rejects the old token, then asks for a nonce, then accepts, is answered
+// 200 in three requests and one refresh.
+func TestDPoPNonceAfterRefreshRetry(t *testing.T) {
+	clk := newFakeClock(t0DPoP)
+	srv := dpopServer(t, clk, false)
+	ts := dpopSource(srv, clk, srv.NewRefreshToken(""), newECKey(t))
+	var (
+		mu     sync.Mutex
+		nonces []string
+	)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		nonces = append(nonces, proofNonce(t, r.Header.Get("DPoP")))
+		switch len(nonces) {
+		case 1:
+			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_token"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		case 2:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="api", DPoP error=use_dpop_nonce`)
+			w.Header().Set("DPoP-Nonce", "api-nonce")
+			w.WriteHeader(http.StatusUnauthorized)
+		default:
+			if nonces[len(nonces)-1] != "api-nonce" {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer api.Close()
+	resp, err := refreshtoken.NewClient(context.Background(), ts).Get(api.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET = %d, want 200", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"", "", "api-nonce"}; !slices.Equal(nonces, want) {
+		t.Errorf("API requests' nonces = %q, want %q", nonces, want)
+	}
+	if st := srv.Stats(); st.Refreshes != 2 || st.ReuseEvents != 0 {
+		t.Errorf("server stats = %+v, want 2 refreshes (the first token, the one after the 401), no reuse", st)
+	}
+}

@@ -118,6 +118,11 @@ func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Respons
 	discard(resp)
 	u.Retried = true
 	resp, err = t.send(retry)
+	if err == nil {
+		// Its nonce is remembered, and a nonce challenge gets its one
+		// resend, as for the first request.
+		resp, err = t.nonceRetry(req, next, resp)
+	}
 	u.RejectedAgain = err == nil && resp.StatusCode == http.StatusUnauthorized
 	return resp, err
 }

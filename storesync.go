@@ -3,6 +3,7 @@ package refreshtoken
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -206,4 +207,163 @@ func safely(f func() error) (err error) {
 		}
 	}()
 	return f()
+}
+
+// The steps of a round that read and lock the store.
+
+// syncStore reads the store, when due, and retries a pending Save. It
+// reports whether a refresh is still needed. After a failed load nothing
+// is fetched: the stored refresh token may be newer than the one in
+// memory, and sending that one could be a reuse.
+func (r *round) syncStore() bool {
+	ss := r.s.store
+	if ss == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(r.prep, r.s.timeout)
+	defer cancel()
+	if r.storeDue() && !r.load(ctx) {
+		return false
+	}
+	if r.done() {
+		return false // the store's
+	}
+	p := ss.pending
+	if p == nil {
+		return r.settled()
+	}
+	loaded, err := r.flushPending(ctx)
+	if err == nil {
+		return loaded && !r.done()
+	}
+	switch {
+	case r.holds(p.fetched) && stateAt(r.now, r.v.sched.refreshAt, r.v.sched.expiredAt) == fresh:
+		// Only the Save of the token in use was due.
+		r.saveFailed(err)
+		return false
+	case ss.shared:
+		// A refresh would send a refresh token the shared store has
+		// never held, and its Save would be refused as superseded: the
+		// pending token must reach the store first.
+		r.fail(&saveError{err})
+		return false
+	}
+	// The token is due: the Save of the new token supersedes this one.
+	return true
+}
+
+// flushPending saves the pending token. On success the failed Save of the
+// token in hand is cleared, and if a shared store refused the token as
+// superseded, the newer one it holds is loaded; loaded is false if that
+// load failed (and is recorded as a failure).
+func (r *round) flushPending(ctx context.Context) (loaded bool, err error) {
+	p := r.s.store.pending
+	began := time.Now()
+	saved, err := r.s.store.flush(ctx)
+	r.s.observe(StoreSaved{Refresh: r.id, Result: saveResult(saved, err), Retry: true, Duration: time.Since(began), Err: err})
+	if err != nil {
+		return false, err
+	}
+	r.s.policy.saves = 0
+	if r.holds(p.fetched) && r.v.fail.saveOnly() {
+		r.v.fail, r.changed = nil, true
+	}
+	return saved || r.load(ctx), nil
+}
+
+// lease takes a shared store's lock and reads the store again: another
+// process may have refreshed while this one waited. It reports whether a
+// refresh is still needed.
+func (r *round) lease() bool {
+	ss := r.s.store
+	if ss == nil || !ss.shared {
+		return true
+	}
+	// The wait is long enough for a lease somewhat longer than the refresh
+	// timeout, held by a process that died, to run out.
+	ctx, cancel := context.WithTimeout(r.prep, 2*r.s.timeout)
+	waitBegan := time.Now()
+	expires, unlock, err := ss.lock(ctx)
+	cancel()
+	r.s.observe(LockWaited{Refresh: r.id, Waited: time.Since(waitBegan), Err: err})
+	ctx, cancel = context.WithTimeout(r.prep, r.s.timeout)
+	defer cancel()
+	if err != nil {
+		// The wait may have ended while another process was saving the
+		// token it refreshed.
+		if tok, loadErr := r.s.loadStore(ctx, r.id); loadErr == nil {
+			if !r.adopt(tok) || r.done() {
+				return false
+			}
+		}
+		r.fail(err)
+		return false
+	}
+	r.unlock, r.locked = unlock, time.Now()
+	r.now = r.s.now() // the wait may have been long
+	if !r.load(ctx) || r.done() {
+		return false
+	}
+	// The request must end well before the lease: once it has ended,
+	// another process may send the same refresh token.
+	r.timeout = min(r.timeout, time.Until(expires)*3/4)
+	return true
+}
+
+// load reads the store and adopts its token. It reports whether the load
+// succeeded, and records the failure if not, and whether the round goes
+// on (see adopt).
+func (r *round) load(ctx context.Context) bool {
+	tok, err := r.s.loadStore(ctx, r.id)
+	if err != nil {
+		r.fail(err)
+		return false
+	}
+	if r.s.primary() {
+		r.s.own.primaryRead = true
+	}
+	return r.adopt(tok)
+}
+
+// loadStore reads the store, for the refresh numbered id (0 for SetToken),
+// and reports the read.
+func (s *TokenSource) loadStore(ctx context.Context, id uint64) (*oauth2.Token, error) {
+	began := time.Now()
+	tok, err := s.store.load(ctx)
+	s.observe(StoreLoaded{Refresh: id, Duration: time.Since(began), Found: tok != nil, Err: err})
+	return tok, err
+}
+
+// adopt takes a stored token. Its refresh token replaces the source's: it
+// is the latest rotation (a pending Save, which is newer, makes load return
+// nil), unless the endpoint has rejected it. Its access token replaces the
+// cached one if it expires later (a token given to New may be newer than a
+// store that holds only a refresh token) and is not one that was dropped;
+// only the primary of a group takes it (see Audience). A sign-out (Revoke
+// or Forget, maybe in another process) signs the source out, and adopt
+// reports that the round ends there.
+func (r *round) adopt(tok *oauth2.Token) (goOn bool) {
+	if tok == nil {
+		return true
+	}
+	s := r.s
+	if tok.RefreshToken == signedOut {
+		r.v, r.changed, r.replaced, r.err = s.signedOut(r.v), true, true, ErrRevoked
+		return false
+	}
+	if s.grant != nil && tok.RefreshToken != "" && tok.RefreshToken != s.rejected {
+		s.adoptLife(tok, r.now, tok.RefreshToken != s.own.rt)
+		s.adoptBinding(tok, tok.RefreshToken != s.own.rt)
+		s.own.rt = tok.RefreshToken
+	}
+	if !s.primary() {
+		return true // the stored access token is the primary's audience's
+	}
+	stored := s.tokenView(tok, storedIssued(tok), r.now, rand.Float64())
+	if stored.tok == nil || (r.v.tok != nil && !laterExpiry(stored.tok.Expiry, r.v.tok.Expiry)) ||
+		stored.tok.AccessToken == r.v.drops().access {
+		return true
+	}
+	r.v, r.changed, r.replaced = stored, true, true
+	return true
 }

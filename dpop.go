@@ -351,20 +351,8 @@ func (t *Transport) nonceRetry(req *http.Request, e *entry, resp *http.Response)
 	if d == nil || !d.remember(req.URL, resp) || !nonceChallenge(resp) || !replayable(req) {
 		return resp, nil
 	}
-	retry, err := t.authorize(req, e)
-	if err != nil {
-		return resp, nil // the caller gets the 401 as it came
-	}
-	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			return resp, nil
-		}
-		retry.Body = body
-	}
-	discard(resp)
-	resp, err = t.send(retry)
-	if err == nil {
+	resp, sent, err := t.resend(req, e, resp)
+	if sent && err == nil {
 		d.remember(req.URL, resp)
 	}
 	return resp, err

@@ -53,21 +53,32 @@ func (g *grant) check(conf *oauth2.Config, allowHTTP bool) error {
 	if conf == nil {
 		return errors.New("refreshtoken: New was given a nil *oauth2.Config")
 	}
-	u, err := url.Parse(g.tokenURL)
-	switch {
-	case g.tokenURL == "":
+	if g.tokenURL == "" {
 		return errors.New("refreshtoken: conf.Endpoint.TokenURL is empty")
-	case err != nil:
-		return fmt.Errorf("refreshtoken: bad token URL: %w", redactURL(err, g.clientSecret))
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
-	default:
-		return fmt.Errorf("refreshtoken: token URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", u.Scheme, u.Host)
+	}
+	if err := g.checkURL("token", g.tokenURL, allowHTTP); err != nil {
+		return err
 	}
 	for _, k := range []string{"grant_type", "refresh_token", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"} {
 		if _, ok := g.params[k]; ok {
 			return fmt.Errorf("refreshtoken: WithEndpointParams may not set %q, which the grant sets itself", k)
 		}
+	}
+	return nil
+}
+
+// checkURL checks raw, the URL of the endpoint named what: it must parse,
+// and use https, or http to a loopback host or with WithAllowHTTP, since
+// the request carries the refresh token and the client's credentials.
+func (g *grant) checkURL(what, raw string, allowHTTP bool) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("refreshtoken: bad %s URL: %w", what, redactURL(err, g.clientSecret))
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
+	default:
+		return fmt.Errorf("refreshtoken: %s URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", what, u.Scheme, u.Host)
 	}
 	return nil
 }

@@ -282,16 +282,7 @@ func (g *grant) checkRevoke(allowHTTP bool) error {
 	if g.revokeURL == "" {
 		return errNoRevocationURL
 	}
-	u, err := url.Parse(g.revokeURL)
-	switch {
-	case err != nil:
-		return fmt.Errorf("refreshtoken: bad revocation URL: %w", redactURL(err, g.clientSecret))
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (allowHTTP || loopback(u.Hostname())):
-	default:
-		return fmt.Errorf("refreshtoken: revocation URL %s://%s must use https (http only on loopback, or with WithAllowHTTP): it carries the refresh token and the client secret", u.Scheme, u.Host)
-	}
-	return nil
+	return g.checkURL("revocation", g.revokeURL, allowHTTP)
 }
 
 // revoke sends rt to the revocation endpoint. sent reports that the

@@ -104,20 +104,10 @@ func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Respons
 		// No better token: the caller gets the 401 as it came.
 		return resp, nil
 	}
-	retry, err := t.authorize(req, next)
-	if err != nil {
+	resp, u.Retried, err = t.resend(req, next, resp)
+	if !u.Retried {
 		return resp, nil
 	}
-	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			return resp, nil
-		}
-		retry.Body = body
-	}
-	discard(resp)
-	u.Retried = true
-	resp, err = t.send(retry)
 	if err == nil {
 		// Its nonce is remembered, and a nonce challenge gets its one
 		// resend, as for the first request.
@@ -125,6 +115,27 @@ func (t *Transport) unauthorized(req *http.Request, e *entry, resp *http.Respons
 	}
 	u.RejectedAgain = err == nil && resp.StatusCode == http.StatusUnauthorized
 	return resp, err
+}
+
+// resend sends req again with e's token, in place of resp, the answer to
+// it: sent is false, and resp is returned as it came, if the request could
+// not be made again (its body cannot be read again, or a proof not made).
+// The caller checked that req is replayable.
+func (t *Transport) resend(req *http.Request, e *entry, resp *http.Response) (_ *http.Response, sent bool, err error) {
+	retry, err := t.authorize(req, e)
+	if err != nil {
+		return resp, false, nil
+	}
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return resp, false, nil
+		}
+		retry.Body = body
+	}
+	discard(resp)
+	resp, err = t.send(retry)
+	return resp, true, err
 }
 
 // send sends r through the base transport and returns a response or an

@@ -79,9 +79,11 @@ type Backend interface {
 }
 
 // Run runs the fleet tests as subtests of t: Fleet, KillLockHolder,
-// ServerRestart and Pool. newBackend is called once for each, with the
-// subtest's t, and must give a new server (or empty storage) each time.
-// The test binary's TestMain must call [Main].
+// ServerRestart and Pool. newBackend is called with each subtest's t
+// (KillLockHolder's two cases each call it), and must give a new server,
+// or empty storage, each time. The workers' stores are made with a lease
+// of 600 ms, which the store must keep to some tens of milliseconds. The
+// test binary's TestMain must call [Main].
 func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("Fleet", func(t *testing.T) { testFleet(t, newBackend(t)) })
 	t.Run("KillLockHolder", func(t *testing.T) { testKillLockHolder(t, newBackend) })

@@ -151,12 +151,20 @@ func (c *loginConfig) saveLogin(b binding, tok *oauth2.Token) error {
 	}
 	defer st.Close()
 	_, err = st.Token(b)
-	var me *mismatchError
+	var (
+		me *mismatchError
+		ke *keyStateError
+	)
 	switch {
-	case err == nil, errors.Is(err, errNoToken), errors.Is(err, errRejected):
-	case (errors.As(err, &me) || errors.Is(err, errUnbound)) && c.replace:
+	// A state that does not open for this server under its key was
+	// changed: as dead as a rejected one.
+	case err == nil, errors.Is(err, errNoToken), errors.Is(err, errRejected), errors.Is(err, sealedstore.ErrCannotOpen):
+	case (errors.As(err, &me) || errors.Is(err, errUnbound) || errors.As(err, &ke)) && c.replace:
 	case errors.As(err, &me) || errors.Is(err, errUnbound):
 		return &usageError{fmt.Sprintf("%v: nothing was stored.\nSign in under another profile (-profile NAME) for this server, or replace that session with -replace", err)}
+	case errors.As(err, &ke):
+		// Another key, or none, may still read it: replaced only if asked.
+		return &usageError{fmt.Sprintf("%v\nOr sign in anew, replacing that session: refreshtoken login -replace (with this key, or none)", err)}
 	default:
 		return err
 	}

@@ -137,21 +137,41 @@ func (s plainStore) Load(ctx context.Context) (*oauth2.Token, error) {
 	return tok, err
 }
 
+// keyStateError is a state that cannot be read with the key given (or
+// without one): a usage error, whose cause errors.Is finds, and which
+// login may replace (see saveLogin).
+type keyStateError struct {
+	usage *usageError
+	cause error
+}
+
+func (e *keyStateError) Error() string   { return e.usage.msg }
+func (e *keyStateError) Unwrap() []error { return []error{e.usage, e.cause} }
+
 // keyError explains a state that cannot be read with the key given (or
 // without one), for the server b, or returns nil if err is not one.
 func keyError(path string, err error) error {
+	msg := keyMessage(path, err)
+	if msg == "" {
+		return nil
+	}
+	return &keyStateError{usage: &usageError{msg}, cause: err}
+}
+
+// keyMessage is keyError's message, "" if err is not a key error.
+func keyMessage(path string, err error) string {
 	const how = " (-key-file FILE, or REFRESHTOKEN_STATE_KEY)"
 	switch {
 	case errors.Is(err, errEncrypted):
-		return &usageError{fmt.Sprintf("%s is encrypted: give its key%s; nothing was sent", path, how)}
+		return fmt.Sprintf("%s is encrypted: give its key%s; nothing was sent", path, how)
 	case errors.Is(err, sealedstore.ErrNotSealed):
-		return &usageError{fmt.Sprintf("%s is not encrypted, but a state key was given%s; nothing was sent.\nEncrypt it with: refreshtoken encrypt (with the same settings and key), or run without the key", path, how)}
+		return fmt.Sprintf("%s is not encrypted, but a state key was given%s; nothing was sent.\nEncrypt it with: refreshtoken encrypt (with the same settings and key), or run without the key", path, how)
 	case errors.Is(err, sealedstore.ErrUnknownKey):
-		return &usageError{fmt.Sprintf("%s is encrypted with another key than the one given%s; nothing was sent.\nGive the key it was encrypted with (or, to move it to the new key: refreshtoken encrypt -old-key-file OLD)", path, how)}
+		return fmt.Sprintf("%s is encrypted with another key than the one given%s; nothing was sent.\nGive the key it was encrypted with (or, to move it to the new key: refreshtoken encrypt -old-key-file OLD)", path, how)
 	case errors.Is(err, sealedstore.ErrCannotOpen):
-		return &usageError{fmt.Sprintf("%s cannot be decrypted for this server (-token-url, -client-id, -audience) with the key given: it was changed, or copied from another server's state; nothing was sent.\n%s", path, signInAgain)}
+		return fmt.Sprintf("%s cannot be decrypted for this server (-token-url, -client-id, -audience) with the key given: it was changed, or copied from another server's state; nothing was sent.\n%s", path, signInAgain)
 	}
-	return nil
+	return ""
 }
 
 // keygen writes a new state key to a new file, mode 0600.

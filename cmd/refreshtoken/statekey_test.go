@@ -254,3 +254,72 @@ func TestEncryptedLogoutAndLogin(t *testing.T) {
 		t.Errorf("token after login refreshed %d times; want the login's access token", got.Refreshes)
 	}
 }
+
+// writeKey writes a key of 32 bytes of fill to a new file in c's
+// directory, and returns its path.
+func (c *cli) writeKey(name string, fill byte) string {
+	c.t.Helper()
+	path := filepath.Join(c.dir, name)
+	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune(fill)), 32)))
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return path
+}
+
+// TestLoginReplacesUnreadableState: a lost key is a lost session, and
+// signing in again is the way out (docs/command.md): login with a new
+// key replaces a state sealed under another key with -replace (without,
+// it refuses and says so, keeping the state for its key); and a state
+// that cannot be opened for its server (changed) is replaced by login
+// as a dead session is, as the token command's message says to.
+func TestLoginReplacesUnreadableState(t *testing.T) {
+	c := newCLI(t, refreshtokentest.Config{})
+	lost, fresh := c.writeKey("lost.key", 'a'), c.writeKey("new.key", 'b')
+	c.mustRun(c.srv.NewRefreshToken(""), "token", "-key-file", lost, "-refresh-token-file", "-")
+	before, _ := os.ReadFile(c.state)
+
+	p := c.startLogin("-key-file", fresh)
+	if code := p.wait(); code != 2 || !strings.Contains(p.out(), "another key") || !strings.Contains(p.out(), "-replace") || strings.Contains(p.out(), "/authorize?") {
+		t.Errorf("login with another key exited %d, want 2, no sign-in, and how to replace; output:\n%s", code, p.out())
+	}
+	if after, _ := os.ReadFile(c.state); string(after) != string(before) {
+		t.Error("login without -replace changed the state sealed under another key")
+	}
+	p = c.startLogin("-key-file", fresh, "-replace")
+	browse(t, authorizeURL(t, p).String())
+	if code := p.wait(); code != 0 {
+		t.Fatalf("login -replace with a new key exited %d; output:\n%s", code, p.out())
+	}
+	if got := c.mustRun("", "token", "-key-file", fresh); got == "" {
+		t.Error("token with the new key after login -replace printed nothing")
+	}
+
+	// The sealed entry changed: token says to sign in again, and login does.
+	tok := storedToken(t, c.state)
+	b, _ := os.ReadFile(c.state)
+	// A character in the middle: all its bits are in the ciphertext.
+	mid := len(tok.AccessToken) / 2
+	flip := "A"
+	if tok.AccessToken[mid] == 'A' {
+		flip = "B"
+	}
+	changed := tok.AccessToken[:mid] + flip + tok.AccessToken[mid+1:]
+	if err := os.WriteFile(c.state, []byte(strings.Replace(string(b), tok.AccessToken, changed, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := c.run("", "token", "-key-file", fresh); code != 2 || !strings.Contains(errOut, "cannot be decrypted") || !strings.Contains(errOut, "refreshtoken login") {
+		t.Fatalf("token of a changed state: exit %d, stderr %q; want 2, cannot be decrypted, sign in again", code, errOut)
+	}
+	p = c.startLogin("-key-file", fresh)
+	browse(t, authorizeURL(t, p).String())
+	if code := p.wait(); code != 0 {
+		t.Fatalf("login over a changed state exited %d; output:\n%s", code, p.out())
+	}
+	if got := c.mustRun("", "token", "-key-file", fresh); got == "" {
+		t.Error("token after login over a changed state printed nothing")
+	}
+	if got := c.srv.Stats(); got.Refreshes != 1 || got.ReuseEvents != 0 {
+		t.Errorf("server stats %+v; want only the first session's refresh: nothing unreadable is sent", got)
+	}
+}

@@ -10,6 +10,8 @@
 // holds only two strings: the sealed entry, as its access token, and the
 // SHA-256 of the refresh token, as its refresh token, which a
 // [refreshtoken.SharedStore] compares in SaveIfCurrent. Neither is a secret.
+// Its Expiry is in 1970, so that a source given the inner store without
+// the wrapper does not hand out the sealed entry as an access token.
 //
 // An entry that cannot be opened (tampered with, copied, sealed under a
 // key the Keyring lacks or a wrong one, or not sealed at all) is an error
@@ -208,7 +210,12 @@ func (s *store) seal(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, err
 	if len(entry) > maxEntry {
 		return nil, fmt.Errorf("sealedstore: the sealed entry of %q is %d bytes, over the %d that Load opens", s.identity, len(entry), maxEntry)
 	}
-	return &oauth2.Token{AccessToken: entry, RefreshToken: compareValue(tok.RefreshToken)}, nil
+	// Expired: without an Expiry, a source given the inner store
+	// unwrapped (a process not yet given the wrapper, or rolled back)
+	// would take the sealed entry for an access token that never expires
+	// and hand it out. Expired, it tries a refresh, which the server
+	// refuses (a hash is no refresh token), and its callers get the error.
+	return &oauth2.Token{AccessToken: entry, RefreshToken: compareValue(tok.RefreshToken), Expiry: time.Unix(1, 0)}, nil
 }
 
 // open returns the token that the inner store's raw holds.

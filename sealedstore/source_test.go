@@ -118,3 +118,33 @@ func TestFleetRotates(t *testing.T) {
 		t.Errorf("server stats: %d refreshes, %d reuse events, %d rejected; want %d, 0, 0", got.Refreshes, got.ReuseEvents, got.Rejected, lifetimes)
 	}
 }
+
+// TestUnwrappedReaderGetsNoAccessToken: a process given the inner store
+// without the wrapper (not yet rolled out, or rolled back to a version
+// without encryption) must not take the sealed entry for an access token
+// that never expires and hand it to its callers; it gets an error. The
+// sealed token is unharmed: the wrapped source then uses it.
+func TestUnwrappedReaderGetsNoAccessToken(t *testing.T) {
+	k1, _ := newKey(t, "k1")
+	clock := refreshtokentest.NewClock(t0)
+	srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
+	defer srv.Close()
+	mem := refreshtokentest.NewMemoryStore(clock.Now, 0)
+	sealed := sealedstore.New(mem, "user-1", ring(t, k1))
+	first := source(t, srv, clock, sealed, srv.NewRefreshToken(""))
+	want, err := first.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	unwrapped := source(t, srv, clock, mem, "")
+	if tok, err := unwrapped.Token(); err == nil {
+		t.Errorf("Token() of a source over the inner store = access token %.12q…, nil error; want an error", tok.AccessToken)
+	}
+	if got, err := source(t, srv, clock, sealed, "").Token(); err != nil || got.AccessToken != want.AccessToken {
+		t.Errorf("Token() of a wrapped source afterwards = %v; want the stored access token", err)
+	}
+	if got := srv.Stats(); got.ReuseEvents != 0 || got.Refreshes != 1 {
+		t.Errorf("server stats %+v; want the first refresh only, no reuse", got)
+	}
+}

@@ -9,8 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -112,9 +115,19 @@ func openBrowser(u string) bool {
 		return false
 	}
 	cmd := exec.Command(path, args...)
+	cmd.Env = browserEnv(os.Environ())
 	if cmd.Start() != nil {
 		return false
 	}
 	go cmd.Wait()
 	return true
+}
+
+// browserEnv is env without the command's secrets: the browser, which
+// may live on long after the login (and start other programs), has no use
+// for the client secret or the state key.
+func browserEnv(env []string) []string {
+	return slices.DeleteFunc(env, func(kv string) bool {
+		return strings.HasPrefix(kv, "REFRESHTOKEN_CLIENT_SECRET=") || strings.HasPrefix(kv, "REFRESHTOKEN_STATE_KEY=")
+	})
 }

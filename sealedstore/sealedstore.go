@@ -95,10 +95,11 @@ var _ refreshtoken.SharedStore = (*sharedStore)(nil)
 // differs between the entries sealed with the same keys. The result is a
 // [refreshtoken.SharedStore] if and only if inner is one, with inner's
 // lock. It is safe for concurrent use as inner is. New panics if inner or
-// keys is nil.
+// keys is nil, or keys is not from [NewKeyring]: a store that cannot seal
+// must fail where it is made, not at its first Save.
 func New(inner refreshtoken.Store, identity string, keys *Keyring) refreshtoken.Store {
-	if inner == nil || keys == nil {
-		panic("sealedstore: New with a nil inner store or keyring")
+	if inner == nil || keys == nil || keys.current == nil {
+		panic("sealedstore: New with a nil inner store, or a keyring not made by NewKeyring")
 	}
 	s := &store{inner: inner, identity: identity, keys: keys}
 	if shared, ok := inner.(refreshtoken.SharedStore); ok {

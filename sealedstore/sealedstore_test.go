@@ -254,6 +254,16 @@ func TestKeyErrors(t *testing.T) {
 			t.Errorf("NewKeyring with %s = nil error", name)
 		}
 	}
+	// A Keyring not made by NewKeyring has no key to seal with: New
+	// refuses it at once, not at the first Save of a rotated token.
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("New with a zero Keyring did not panic")
+			}
+		}()
+		sealedstore.New(refreshtokentest.NewMemoryStore(nil, 0), "user-1", &sealedstore.Keyring{})
+	}()
 }
 
 // badIDKey is a key whose id has a dot, as an application's key might.

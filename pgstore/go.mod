@@ -3,6 +3,7 @@ module github.com/tokenfresh/refreshtoken/pgstore
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/tokenfresh/refreshtoken v0.1.0
 	golang.org/x/oauth2 v0.38.0

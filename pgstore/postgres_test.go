@@ -152,7 +152,14 @@ func (p *PGServer) DSN() string {
 // Pool returns a new pool of the server, closed at the test's end.
 func (p *PGServer) Pool() *pgxpool.Pool {
 	p.t.Helper()
-	pool, err := pgxpool.New(context.Background(), p.DSN())
+	return p.PoolWithDSN(p.DSN())
+}
+
+// PoolWithDSN returns a new pool that connects with dsn (another role, a
+// password), closed at the test's end. It connects at its first use.
+func (p *PGServer) PoolWithDSN(dsn string) *pgxpool.Pool {
+	p.t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {
 		p.t.Fatal(err)
 	}

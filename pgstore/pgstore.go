@@ -363,14 +363,16 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 		var mine bool
 		var left int64
 		err := s.pool.QueryRow(ctx, lockSQL, run, s.key, owner, s.lease.Milliseconds()).Scan(&mine, &left)
-		if err != nil && held && ctx.Err() != nil {
-			// The deadline ended the wait during a poll, which may have
-			// taken the lock all the same: release it, or the others wait
-			// for its lease for nothing.
+		if err != nil && ctx.Err() != nil {
+			// The deadline ended the statement, which may have taken the
+			// lock all the same (its answer lost): release it, or the
+			// others wait for its lease for nothing.
 			cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			release(cleanup)
 			cancel()
-			return time.Time{}, nil, fmt.Errorf("pgstore: %q is locked by another process: %w", s.key, ctx.Err())
+			if held {
+				return time.Time{}, nil, fmt.Errorf("pgstore: %q is locked by another process: %w", s.key, ctx.Err())
+			}
 		}
 		if err != nil {
 			return time.Time{}, nil, fmt.Errorf("pgstore: locking %q: %w", s.key, err)

@@ -41,8 +41,13 @@
 //
 // The pool is the caller's, shared by all the Stores of a process and
 // closed by the caller; a Store opens nothing of its own. Each operation
-// honours its context's deadline (pgx cancels the statement and closes the
-// connection).
+// ends when its context does, with an error that wraps the context's. By
+// default pgx then closes the connection and leaves the statement to the
+// server, which may still run it later (once a row lock it waits for is
+// released, say): harmless for a compare-and-save or a lease, but a plain
+// Save that lands late can replace a newer token. Make the pool with
+// pgconn.CancelRequestContextWatcherHandler, as the example does, so that
+// the server cancels the statement too.
 package pgstore
 
 import (
@@ -173,7 +178,7 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: loading %q: %w", s.key, err)
+		return nil, failed(ctx, "loading", s.key, err)
 	}
 	empty := access == nil && typ == nil && refresh == nil && expiry == nil && expiresIn == nil
 	size := len(deref(access)) + len(deref(typ)) + len(deref(refresh))
@@ -288,9 +293,20 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("pgstore: saving %q: %w", s.key, err)
+		return false, failed(ctx, "saving", s.key, err)
 	}
 	return saved, nil
+}
+
+// failed is the error of a statement on key that failed. If ctx has
+// ended, it wraps ctx's error too: a pool that cancels a statement at the
+// server when its context ends gets the server's error, not the context's,
+// and callers look for the context's.
+func failed(ctx context.Context, doing, key string, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("pgstore: %s %q: %w (%w)", doing, key, err, ctx.Err())
+	}
+	return fmt.Errorf("pgstore: %s %q: %w", doing, key, err)
 }
 
 // storable reports whether PostgreSQL's text (UTF-8) can hold v.
@@ -353,7 +369,7 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 	owner := crand.Text()
 	release := func(ctx context.Context) error {
 		if _, err := s.pool.Exec(ctx, unlockSQL, run, s.key, owner); err != nil {
-			return fmt.Errorf("pgstore: unlocking %q: %w", s.key, err)
+			return failed(ctx, "unlocking", s.key, err)
 		}
 		return nil
 	}
@@ -375,7 +391,7 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 			}
 		}
 		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("pgstore: locking %q: %w", s.key, err)
+			return time.Time{}, nil, failed(ctx, "locking", s.key, err)
 		}
 		if mine {
 			return start.Add(s.lease), release, nil

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenfresh/refreshtoken/pgstore"
@@ -159,7 +161,16 @@ func (p *PGServer) Pool() *pgxpool.Pool {
 // password), closed at the test's end. It connects at its first use.
 func (p *PGServer) PoolWithDSN(dsn string) *pgxpool.Pool {
 	p.t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	// As the package doc advises: a statement whose context ends is
+	// cancelled at the server too, not run later.
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		p.t.Fatal(err)
 	}

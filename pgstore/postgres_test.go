@@ -34,13 +34,16 @@ type PGServer struct {
 	cred *syscall.Credential // the unprivileged user to run as, when we are root
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
+	// settings are postgres -c options, after the harness's own.
+	settings []string
 }
 
-// startPostgres starts a PostgreSQL server for t and stops it at t's end.
+// startPostgres starts a PostgreSQL server for t and stops it at t's end,
+// with settings (such as "fsync=on") as postgres -c options.
 // Without initdb and postgres (in PATH or /usr/lib/postgresql/*/bin) the
 // test is skipped, unless PGSTORE_REQUIRE_POSTGRES is set (CI sets it),
 // when it fails.
-func startPostgres(t testing.TB) *PGServer {
+func startPostgres(t testing.TB, settings ...string) *PGServer {
 	t.Helper()
 	bin, err := postgresBin()
 	if err != nil {
@@ -49,7 +52,7 @@ func startPostgres(t testing.TB) *PGServer {
 		}
 		t.Skipf("%v; install it (apt-get install postgresql) to run the tests against a real PostgreSQL", err)
 	}
-	p := &PGServer{t: t, bin: bin}
+	p := &PGServer{t: t, bin: bin, settings: settings}
 	// t.TempDir's parent is private to root: a directory of our own, which
 	// the server's user owns.
 	if p.dir, err = os.MkdirTemp("", "pgstore-test-"); err != nil {
@@ -184,9 +187,13 @@ func (p *PGServer) start() error {
 	// survive an OS crash, and Stop is a clean shutdown, which writes every
 	// committed change to the data files all the same; Restart therefore
 	// finds all the data. It makes commits much cheaper on a busy disk.
-	cmd := p.command("postgres", "-D", p.data(), "-p", strconv.Itoa(p.port),
+	args := []string{"-D", p.data(), "-p", strconv.Itoa(p.port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-		"-c", "fsync=off", "-c", "max_connections=200")
+		"-c", "fsync=off", "-c", "max_connections=200"}
+	for _, s := range p.settings {
+		args = append(args, "-c", s)
+	}
+	cmd := p.command("postgres", args...)
 	log, err := os.OpenFile(filepath.Join(p.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err

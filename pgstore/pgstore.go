@@ -13,11 +13,17 @@
 // holding the lease frees it when the lease ends; one paused past its
 // lease cannot save over the newer token another process saved.
 //
-// It is built on pgx rather than database/sql: pgx is the driver that
-// database/sql users of PostgreSQL mostly use underneath, and its pool
-// lets every operation be one statement in one round trip (the extended
-// protocol without a named prepared statement, which also works behind
-// PgBouncer in transaction mode).
+// It is built on pgx rather than database/sql: pgx is the PostgreSQL
+// driver most used in Go (lib/pq, the other, is in maintenance mode and
+// points to it), and its own interface lets each statement choose how it
+// is sent: here one round trip each, with the extended protocol and no
+// named prepared statement, which also works behind PgBouncer in
+// transaction mode; and lets a pool cancel a statement at the server when
+// its context ends.
+//
+// The limits of the protocol (a process killed between the server's
+// rotation and its save, or paused past its lease) are those of every
+// shared store, in docs/stores.md of the repository.
 //
 // # Set-up
 //

@@ -18,7 +18,7 @@ import (
 // so that a profile made by one is the profile the other reads.
 type common struct {
 	tokenURL, clientID, audience, scopes string
-	secretFile, state, profile           string
+	secretFile, state, profile, keyFile  string
 	basicAuth                            bool
 	timeout                              time.Duration // registered by each command: its meaning differs
 }
@@ -34,6 +34,7 @@ func (c *common) register(fs *flag.FlagSet, getenv func(string) string, scopes s
 	fs.StringVar(&c.profile, "profile", "default", "name of the state under the user's configuration directory: one per server")
 	fs.StringVar(&c.state, "state", "", "state file (default <config dir>/refreshtoken/<profile>.json)")
 	fs.BoolVar(&c.basicAuth, "basic-auth", false, "send the client secret with HTTP Basic instead of in the body")
+	fs.StringVar(&c.keyFile, "key-file", "", "encrypt the state with the key in this file (made by refreshtoken keygen); default env REFRESHTOKEN_STATE_KEY; none: the state is not encrypted")
 }
 
 // parse parses args with fs, on which register was called, and checks

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenfresh/refreshtoken/sealedstore"
 )
 
 // loginConfig is what the login command was told.
@@ -23,6 +25,7 @@ type loginConfig struct {
 	authURL, deviceAuthURL     string
 	device, noBrowser, replace bool
 	redirectPort               int
+	keys                       *sealedstore.Keyring // the state key, nil if none
 }
 
 // login signs the user in, in a browser (the authorization code grant
@@ -98,6 +101,9 @@ func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) 
 	if c.state, err = statePath(c.state, c.profile); err != nil {
 		return err
 	}
+	if c.keys, err = c.stateKeys(getenv, ""); err != nil {
+		return err
+	}
 	b := c.binding()
 	// Checked now, so that nobody signs in for a session that cannot be
 	// kept, and again when saving: the lock is not held meanwhile, since
@@ -139,7 +145,7 @@ func (c *loginConfig) run(stdout, stderr io.Writer, getenv func(string) string) 
 // whose refresh token was rejected; a session of another server, or of an
 // unknown one, only with -replace.
 func (c *loginConfig) saveLogin(b binding, tok *oauth2.Token) error {
-	st, err := openState(c.state)
+	st, err := openState(c.state, c.keys, b)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,11 @@ func (c *logoutConfig) run(stdout, stderr io.Writer, getenv func(string) string)
 	if err != nil {
 		return report(stderr, "logout", err)
 	}
-	st, err := openState(path)
+	keys, err := c.stateKeys(getenv, "")
+	if err != nil {
+		return report(stderr, "logout", err)
+	}
+	st, err := openState(path, keys, c.binding())
 	if err != nil {
 		return report(stderr, "logout", err)
 	}

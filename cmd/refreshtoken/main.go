@@ -13,6 +13,8 @@
 //	refreshtoken login [flags]        sign in, to store the first refresh token
 //	refreshtoken token [flags]        print a valid access token
 //	refreshtoken logout [flags]       revoke the stored refresh token and delete the session
+//	refreshtoken keygen -key-file F   write a new key to encrypt the state with (-key-file)
+//	refreshtoken encrypt [flags]      encrypt the stored session with the key (-key-file)
 //	refreshtoken version              print the version
 //	refreshtoken demo [flags]         run the demo against a local token server
 //	refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -60,6 +62,18 @@
 // new session is stored. A rejection met while refreshing a token that is
 // still valid, in its last minutes, is recorded too: that token is
 // printed, with a warning that the session has ended.
+//
+// With -key-file FILE (a key made by keygen: base64 of 32 random bytes,
+// mode 0600) or REFRESHTOKEN_STATE_KEY (the same base64), the state file
+// is encrypted with AES-256-GCM, bound to its server (token URL, client
+// ID, audience): a backup or a copy of it holds no usable token, and it
+// opens only for its server. Give the key to login, token and logout
+// alike. A state read without its key, with another key, or for another
+// server sends nothing and exits 2. encrypt encrypts a plain state, or,
+// with -old-key-file, moves an encrypted one to a new key. The key is
+// not kept in the OS keyring, which needs a D-Bus Secret Service that
+// servers, containers and SSH sessions lack. docs/encryption.md says
+// where to keep the key.
 //
 // Invocations that share a state file run one at a time (a lock file
 // beside it, NAME.json.lock, on Unix), so that two of them never refresh
@@ -123,6 +137,8 @@ const usage = `usage:
   refreshtoken login [flags]        sign in, to store the first refresh token
   refreshtoken token [flags]        print a valid access token
   refreshtoken logout [flags]       revoke the stored refresh token and delete the session
+  refreshtoken keygen -key-file F   write a new key to encrypt the state with (-key-file)
+  refreshtoken encrypt [flags]      encrypt the stored session with the key (-key-file)
   refreshtoken version              print the version
   refreshtoken demo [flags]         run the demo against a local token server
   refreshtoken testserver [flags]   run a local Auth0-like server to try the command
@@ -152,6 +168,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return login(args[1:], stdout, stderr, getenv)
 	case "logout":
 		return logout(args[1:], stdout, stderr, getenv)
+	case "keygen":
+		return keygen(args[1:], stdout, stderr)
+	case "encrypt":
+		return encrypt(args[1:], stdout, stderr, getenv)
 	case "testserver":
 		return testServer(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -16,13 +16,15 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenfresh/refreshtoken/filestore"
+	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/internal/atomicfile"
+	"github.com/tokenfresh/refreshtoken/sealedstore"
 )
 
 // A profile's state is two files and a lock:
 //
-//	<state>        the token, as package filestore keeps it (mode 0600)
+//	<state>        the token, as package filestore keeps it (mode 0600),
+//	               sealed by package sealedstore if a state key is given
 //	<state>.meta   the server the token belongs to, and the fingerprint of
 //	               a refresh token the server rejected for good
 //	<state>.lock   taken by every invocation, so they run one at a time
@@ -50,8 +52,8 @@ type meta struct {
 
 // state is an open (locked) state. Its methods are for one goroutine.
 type state struct {
-	path   string // the token file
-	store  *filestore.Store
+	path   string             // the token file
+	store  refreshtoken.Store // the file, sealed or plain (statekey.go)
 	unlock func()
 }
 
@@ -92,8 +94,9 @@ func statePath(file, profile string) (string, error) {
 // openState opens the state at path: it creates its directory (mode 0700)
 // if needed, waits for the lock, and checks that the token can be saved
 // there, before any refresh token is sent, so that a rotated one is not
-// lost. Close releases the lock.
-func openState(path string) (*state, error) {
+// lost. With keys, the token is sealed for the server b (see statekey.go);
+// without, a sealed one is refused. Close releases the lock.
+func openState(path string, keys *sealedstore.Keyring, b binding) (*state, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, &stateDirError{dir: dir, err: err}
@@ -102,7 +105,7 @@ func openState(path string) (*state, error) {
 	if err != nil {
 		return nil, &stateDirError{dir: dir, err: err}
 	}
-	s := &state{path: path, store: filestore.New(path), unlock: unlock}
+	s := &state{path: path, store: newStateStore(path, keys, b), unlock: unlock}
 	if err := s.writable(); err != nil {
 		unlock()
 		return nil, err
@@ -164,7 +167,7 @@ func (s *state) metaPath() string { return s.path + ".meta" }
 func (s *state) Token(b binding) (*oauth2.Token, error) {
 	tok, err := s.store.Load(context.Background())
 	if err != nil {
-		return nil, stateError(err)
+		return nil, s.loadError(err, b)
 	}
 	if tok == nil || tok.RefreshToken == "" {
 		return nil, fmt.Errorf("%w in %s", errNoToken, s.path)
@@ -250,9 +253,29 @@ func (s *state) RecordRejection(refreshToken string) error {
 func (s *state) Stored() (*oauth2.Token, error) {
 	tok, err := s.store.Load(context.Background())
 	if err != nil {
+		if kerr := keyError(s.path, err); kerr != nil {
+			return nil, kerr
+		}
 		return nil, stateError(err)
 	}
 	return tok, nil
+}
+
+// loadError explains a failed Load of a state that should belong to b. A
+// state that cannot be read with the key given (or without one) is first
+// checked against the server recorded beside it: a state of another
+// server is a mismatch, which login -replace may replace.
+func (s *state) loadError(err error, b binding) error {
+	kerr := keyError(s.path, err)
+	if kerr == nil {
+		return stateError(err)
+	}
+	if m, merr := s.readMeta(); merr == nil && m != nil {
+		if err := m.Server.match(s.path, b); err != nil {
+			return err
+		}
+	}
+	return kerr
 }
 
 // fingerprint identifies a refresh token without revealing it: the first 8

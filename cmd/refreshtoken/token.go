@@ -104,7 +104,11 @@ func (c *config) token(stdin io.Reader, getenv func(string) string) (tok *oauth2
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openState(path)
+	keys, err := c.stateKeys(getenv, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openState(path, keys, c.binding())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -235,3 +235,70 @@ func TestHungDatabase(t *testing.T) {
 		t.Errorf("Load after the hang = %v, %v; want the token stored before", tok, err)
 	}
 }
+
+// pausingStore is a Store whose first SaveIfCurrent waits for release: a
+// process paused between the token endpoint's answer and its save (a long
+// GC pause, a stopped VM).
+type pausingStore struct {
+	*pgstore.Store
+	paused, release chan struct{}
+	once            sync.Once
+}
+
+func (p *pausingStore) SaveIfCurrent(ctx context.Context, tok *oauth2.Token, previous string) (bool, error) {
+	p.once.Do(func() {
+		p.paused <- struct{}{}
+		<-p.release
+	})
+	return p.Store.SaveIfCurrent(ctx, tok, previous)
+}
+
+// TestPausedPastLease: a process paused between the answer and its save
+// for longer than its lease cannot save over the token another process
+// refreshed meanwhile (the compare on the refresh token's hash); it drops
+// its own and uses the stored one. The second refresh reuses the refresh
+// token the first one rotated, which only the server's reuse interval
+// accepts: the limit docs/stores.md states.
+func TestPausedPastLease(t *testing.T) {
+	pg := startPostgres(t)
+	clock, srv := newServer(t, refreshtokentest.Config{ReuseInterval: time.Minute})
+	rt := srv.NewRefreshToken("openid")
+	const key = "paused:user-1"
+	paused := &pausingStore{Store: pgstore.New(pg.Pool(), key, pgstore.WithLease(300*time.Millisecond)),
+		paused: make(chan struct{}), release: make(chan struct{})}
+	a := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: rt},
+		refreshtoken.WithClock(clock.Now), refreshtoken.WithStore(paused))
+	t.Cleanup(func() { a.Close() })
+	b := replica(t, srv, pg, clock, key, rt)
+
+	atok := make(chan *oauth2.Token, 1)
+	go func() {
+		tok, err := a.Token()
+		if err != nil {
+			t.Error(err)
+		}
+		atok <- tok
+	}()
+	select {
+	case <-paused.paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a's refresh to reach its save")
+	}
+	eventually(t, "a's lease to end", func() bool { return !pg.LeaseHeld(key) })
+	btok := mustToken(t, b)
+	close(paused.release)
+	select {
+	case got := <-atok:
+		if got == nil || got.AccessToken != btok.AccessToken {
+			t.Errorf("a got %v, want b's token: a's own was refused by the store", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a's token")
+	}
+	if got, err := paused.Load(context.Background()); err != nil || got == nil || got.AccessToken != btok.AccessToken {
+		t.Errorf("stored %v, %v; want b's token: the late writer must not overwrite it", got, err)
+	}
+	if s := srv.Stats(); s.Refreshes != 2 || s.ReuseEvents != 0 || s.ReuseTolerated != 1 {
+		t.Errorf("server saw %d refreshes, %d reuse events, %d tolerated; want 2, 0, 1", s.Refreshes, s.ReuseEvents, s.ReuseTolerated)
+	}
+}

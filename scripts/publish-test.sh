@@ -7,9 +7,9 @@
 #
 # What is published is the commit (HEAD), not the working tree: uncommitted
 # edits are left out, as a tag would leave them out. The version is the one
-# redisstore/go.mod requires of the core (otel/go.mod must require the same);
-# redisstore and otel are published at the same version, as a release tags
-# all three.
+# redisstore/go.mod requires of the core (otel/go.mod and pgstore/go.mod must
+# require the same); redisstore, pgstore and otel are published at the same
+# version, as a release tags all four.
 set -euo pipefail
 start=$SECONDS
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,13 +41,15 @@ version=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { pr
 [ -n "$version" ] || fail "redisstore/go.mod does not require $core"
 otelversion=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$src/otel/go.mod")
 [ "$otelversion" = "$version" ] || fail "otel/go.mod requires $core ${otelversion:-not at all}, redisstore/go.mod $version"
-echo "publish test: $core, $core/redisstore and $core/otel at $version, from $rev"
+pgversion=$(awk -v m="$core" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$src/pgstore/go.mod")
+[ "$pgversion" = "$version" ] || fail "pgstore/go.mod requires $core ${pgversion:-not at all}, redisstore/go.mod $version"
+echo "publish test: $core, $core/redisstore, $core/pgstore and $core/otel at $version, from $rev"
 
 proxy=$tmp/proxy
 upstream=$(go env GOPROXY)
 (cd "$root/scripts/modproxy" && GOWORK=off go run . -o "$proxy" \
 	-time "$(git -C "$root" log -1 --format=%cI "$rev")" \
-	"$src@$version" "$src/redisstore@$version" "$src/otel@$version")
+	"$src@$version" "$src/redisstore@$version" "$src/pgstore@$version" "$src/otel@$version")
 
 # A fresh module cache, so that no earlier download of our modules (another
 # commit at the same version) is used; third-party modules come from the
@@ -68,19 +70,22 @@ user=$tmp/user
 mkdir -p "$user"
 cat > "$user/main.go" <<'GO'
 // A user of the published modules: a source with a file store and the
-// OpenTelemetry adapter, and one with a Redis store (it does not connect).
+// OpenTelemetry adapter, one with a Redis store and one with a PostgreSQL
+// store (they do not connect).
 package main
 
 import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
 	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/filestore"
 	refreshtokenotel "github.com/tokenfresh/refreshtoken/otel"
+	"github.com/tokenfresh/refreshtoken/pgstore"
 	"github.com/tokenfresh/refreshtoken/redisstore"
 )
 
@@ -106,23 +111,32 @@ func main() {
 		refreshtoken.WithStore(redisstore.New(rdb, "refreshtoken:user")))
 	defer redisSource.Close()
 
+	pool, err := pgxpool.New(ctx, "postgres://app@127.0.0.1:1/app")
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	pgSource := refreshtoken.New(ctx, conf, tok,
+		refreshtoken.WithStore(pgstore.New(pool, "user")))
+	defer pgSource.Close()
+
 	fmt.Println("ok")
 }
 GO
 cd "$user"
 out=$(go mod init example.com/user 2>&1) || fail "go mod init: $out"
-go get "$core@$version" "$core/redisstore@$version" "$core/otel@$version" ||
-	fail "go get $core@$version $core/redisstore@$version $core/otel@$version"
+go get "$core@$version" "$core/redisstore@$version" "$core/pgstore@$version" "$core/otel@$version" ||
+	fail "go get $core@$version $core/redisstore@$version $core/pgstore@$version $core/otel@$version"
 go mod tidy || fail "go mod tidy"
 go vet ./... || fail "go vet"
 go build -o "$tmp/user.bin" . || fail "go build"
 [ "$("$tmp/user.bin")" = ok ] || fail "the user's program did not run"
 
 # What a tag publishes: each module holds its LICENSE, and the core holds
-# no nested module (redisstore/, otel/, interop/, scripts/modproxy/).
+# no nested module (redisstore/, pgstore/, otel/, interop/, scripts/modproxy/).
 coredir=$GOMODCACHE/$core@$version
 [ -f "$coredir/LICENSE" ] || fail "$core@$version has no LICENSE"
-for m in redisstore otel; do
+for m in redisstore pgstore otel; do
 	cmp -s "$coredir/LICENSE" "$GOMODCACHE/$core/$m@$version/LICENSE" ||
 		fail "$core/$m@$version has no LICENSE, or not the core's"
 done

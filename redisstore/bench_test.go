@@ -61,7 +61,8 @@ func (c countingConn) Write(p []byte) (int, error) {
 
 // BenchmarkRefresh: one source refreshing 2,000 times (with
 // -benchtime 2000x) against refreshtokentest's server on loopback, each
-// refresh a caller's Token for an expired token: with no store, with
+// refresh a caller's Token for an expired token: with no store (and
+// x/oauth2's refresh, which has none, in the same run), with
 // refreshtokentest's MemoryStore (the protocol without a server), and with
 // redisstore on a local redis-server (appendfsync always, as the tests run
 // it). It reports the latency of a refresh (median and p99) and Redis's
@@ -81,6 +82,7 @@ func BenchmarkRefresh(b *testing.B) {
 		store func() refreshtoken.Store
 	}{
 		{"store=none", func() refreshtoken.Store { return nil }},
+		{"store=none-xoauth2", nil}, // x/oauth2's refresh, which has no store
 		{"store=memory", func() refreshtoken.Store { return refreshtokentest.NewMemoryStore(nil, 0) }},
 		{"store=redisstore", func() refreshtoken.Store {
 			runs++
@@ -96,13 +98,17 @@ func BenchmarkRefresh(b *testing.B) {
 			clock := refreshtokentest.NewClock(t0)
 			srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
 			defer srv.Close()
-			opts := []refreshtoken.Option{refreshtoken.WithClock(clock.Now)}
-			if st := bc.store(); st != nil {
-				opts = append(opts, refreshtoken.WithStore(st))
+			token := xoauth2Refresh(srv)
+			if bc.store != nil {
+				opts := []refreshtoken.Option{refreshtoken.WithClock(clock.Now)}
+				if st := bc.store(); st != nil {
+					opts = append(opts, refreshtoken.WithStore(st))
+				}
+				ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid")}, opts...)
+				defer ts.Close()
+				token = ts.Token
 			}
-			ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid")}, opts...)
-			defer ts.Close()
-			if _, err := ts.Token(); err != nil {
+			if _, err := token(); err != nil {
 				b.Fatal(err)
 			}
 			refreshes, w0, c0 := srv.Stats().Refreshes, count.writes.Load(), count.commands.Load()
@@ -112,7 +118,7 @@ func BenchmarkRefresh(b *testing.B) {
 			for range b.N {
 				clock.Add(time.Hour) // the token has expired: Token refreshes
 				start := time.Now()
-				if _, err := ts.Token(); err != nil {
+				if _, err := token(); err != nil {
 					b.Fatal(err)
 				}
 				took = append(took, time.Since(start))
@@ -129,6 +135,20 @@ func BenchmarkRefresh(b *testing.B) {
 				b.ReportMetric(float64(count.commands.Load()-c0)/float64(b.N), "commands/refresh")
 			}
 		})
+	}
+}
+
+// xoauth2Refresh returns a function that refreshes with x/oauth2 at each
+// call, as its ReuseTokenSource does at each expiry: a TokenSource of the
+// config over the latest refresh token, with no access token.
+func xoauth2Refresh(srv *refreshtokentest.Server) func() (*oauth2.Token, error) {
+	rt := srv.NewRefreshToken("openid")
+	return func() (*oauth2.Token, error) {
+		tok, err := srv.Config().TokenSource(context.Background(), &oauth2.Token{RefreshToken: rt}).Token()
+		if err == nil {
+			rt = tok.RefreshToken
+		}
+		return tok, err
 	}
 }
 

@@ -33,8 +33,9 @@
 //
 //	GRANT SELECT, INSERT, UPDATE ON refreshtoken_tokens TO app;
 //
-// The table holds secrets (the refresh tokens, in the clear): protect it as
-// you would them. Connect with TLS that checks the server's name
+// The table holds secrets (the refresh tokens, in the clear, unless the
+// Store is wrapped by github.com/tokenfresh/refreshtoken/sealedstore, which
+// encrypts them): protect it as you would them. Connect with TLS that checks the server's name
 // (sslmode=verify-full and sslrootcert in the connection string), keep
 // the table out of logical replication to places that should not hold
 // tokens, and keep its backups as secret as the tokens. A token lost by

@@ -16,8 +16,11 @@
 // refresh_token, expiry (RFC 3339), expires_in, id_token, scope,
 // refresh_token_expiry, refresh_token_family_issued and dpop_jkt, the empty ones
 // left out; the lock is a string under the key followed by
-// ":lock". Both hold secrets: protect the Redis server as you would the
-// refresh tokens (ACLs, TLS, no public port), and run it with persistence
+// ":lock", a random owner. The hash holds the tokens in the clear, unless
+// the Store is wrapped by github.com/tokenfresh/refreshtoken/sealedstore,
+// which encrypts them. Either way, whoever can write to Redis can sign
+// users out or stall their refreshes: protect the Redis server as you
+// would the refresh tokens (ACLs, TLS, no public port), and run it with persistence
 // (appendonly yes): a Redis that restarts empty has lost the latest
 // refresh tokens, and each process falls back on the one in its memory,
 // which may be retired. Replication to replicas is asynchronous: a failover

@@ -86,6 +86,9 @@ func readKey(path string) (sealedstore.Key, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &usageError{fmt.Sprintf("the state key %s is not a regular file", path)}
 	}
+	if ownedByOther(fi) {
+		return nil, &usageError{fmt.Sprintf("the state key %s belongs to another user; make your own with refreshtoken keygen", path)}
+	}
 	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
 		return nil, &usageError{fmt.Sprintf("the state key %s has mode %#o, open to other users; run: chmod 600 %s", path, perm, path)}
 	}

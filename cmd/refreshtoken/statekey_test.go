@@ -194,7 +194,7 @@ func TestBadKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	short := base64.StdEncoding.EncodeToString([]byte("sixteen byte key"))
-	for _, tc := range []struct {
+	cases := []struct {
 		name string
 		args []string
 		env  string
@@ -203,7 +203,22 @@ func TestBadKey(t *testing.T) {
 		{"open to others", []string{"-key-file", open}, "", "chmod 600 " + open},
 		{"not base64", []string{"-key-file", notKey}, "", "is not base64 of 32 bytes"},
 		{"16 bytes in the environment", nil, short, "REFRESHTOKEN_STATE_KEY is not base64 of 32 bytes"},
-	} {
+	}
+	if os.Geteuid() == 0 {
+		// Only root can give a file to another user: a key that another
+		// user owns, and so could replace, is refused.
+		theirs := e.keygen("theirs.key")
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct {
+			name string
+			args []string
+			env  string
+			want string
+		}{"another user's", []string{"-key-file", theirs}, "", "belongs to another user"})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e.vars["REFRESHTOKEN_STATE_KEY"] = tc.env
 			_, errOut, code := e.run(e.srv.NewRefreshToken(""), append([]string{"token", "-refresh-token-file", "-"}, tc.args...)...)

@@ -2,14 +2,9 @@ package pgstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
 	"net"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,8 +12,7 @@ import (
 
 	"github.com/tokenfresh/refreshtoken"
 	"github.com/tokenfresh/refreshtoken/pgstore"
-	"github.com/tokenfresh/refreshtoken/refreshtokentest"
-	"github.com/tokenfresh/refreshtoken/sealedstore"
+	"github.com/tokenfresh/refreshtoken/refreshtokentest/fleettest"
 )
 
 // countingConn counts the writes on a connection to PostgreSQL: pgx sends
@@ -109,155 +103,27 @@ func TestOneRoundTripPerStatement(t *testing.T) {
 	}
 }
 
-// BenchmarkRefresh: one source refreshing 2,000 times (with
-// -benchtime 2000x) against refreshtokentest's server on loopback, each
-// refresh a caller's Token for an expired token: with no store (and
-// x/oauth2's refresh, which has none, in the same run), with
-// refreshtokentest's MemoryStore (the protocol without a database), and
-// with pgstore on a local PostgreSQL with fsync on, as in production (and
-// as redisstore's benchmark runs Redis: appendfsync always). It reports the
-// latency of a refresh (median and p99) and the store's round trips and
-// statements per refresh.
-func BenchmarkRefresh(b *testing.B) {
+// BenchmarkRefresh: a refresh with pgstore on a local PostgreSQL with
+// fsync on, as in production (as redisstore's benchmark runs Redis:
+// appendfsync always), against no store, x/oauth2's refresh and a
+// MemoryStore in the same run, plain and sealed
+// (fleettest.BenchmarkRefresh): the latency of a refresh (median and p99)
+// and the store's round trips and statements per refresh.
+func BenchmarkRefresh(b *testing.B) { fleettest.BenchmarkRefresh(b, benchStore(b)) }
+
+// BenchmarkSaveLoad: a Save and a Load on a local PostgreSQL with fsync
+// on, plain and sealed (fleettest.BenchmarkSaveLoad).
+func BenchmarkSaveLoad(b *testing.B) { fleettest.BenchmarkSaveLoad(b, benchStore(b)) }
+
+// benchStore is pgstore on a PostgreSQL of b's own, with fsync on, its
+// round trips and statements counted.
+func benchStore(b *testing.B) fleettest.BenchStore {
 	pg := startPostgres(b, "fsync=on")
 	pool, roundTrips, statements := countingPool(b, pg)
-	var runs int // a new key for each run: each has a new token server
-	for _, bc := range []struct {
-		name  string
-		store func() refreshtoken.Store
-	}{
-		{"store=none", func() refreshtoken.Store { return nil }},
-		{"store=none-xoauth2", nil}, // x/oauth2's refresh, which has no store
-		{"store=memory", func() refreshtoken.Store { return refreshtokentest.NewMemoryStore(nil, 0) }},
-		{"store=pgstore", func() refreshtoken.Store {
-			runs++
-			return pgstore.New(pool, fmt.Sprintf("bench:%d", runs))
-		}},
-		{"store=pgstore+sealed", func() refreshtoken.Store {
-			runs++
-			key := fmt.Sprintf("bench:%d", runs)
-			return sealedstore.New(pgstore.New(pool, key), key, benchKeys(b))
-		}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			clock := refreshtokentest.NewClock(t0)
-			srv := refreshtokentest.NewServer(refreshtokentest.Config{Clock: clock.Now})
-			defer srv.Close()
-			token := xoauth2Refresh(srv)
-			if bc.store != nil {
-				opts := []refreshtoken.Option{refreshtoken.WithClock(clock.Now)}
-				if st := bc.store(); st != nil {
-					opts = append(opts, refreshtoken.WithStore(st))
-				}
-				ts := refreshtoken.New(context.Background(), srv.Config(), &oauth2.Token{RefreshToken: srv.NewRefreshToken("openid")}, opts...)
-				defer ts.Close()
-				token = ts.Token
-			}
-			if _, err := token(); err != nil {
-				b.Fatal(err)
-			}
-			refreshes, r0, s0 := srv.Stats().Refreshes, roundTrips.Load(), statements.n.Load()
-			took := make([]time.Duration, 0, b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				clock.Add(time.Hour) // the token has expired: Token refreshes
-				start := time.Now()
-				if _, err := token(); err != nil {
-					b.Fatal(err)
-				}
-				took = append(took, time.Since(start))
-			}
-			b.StopTimer()
-			if n := srv.Stats().Refreshes - refreshes; n != b.N {
-				b.Fatalf("%d refreshes for %d expiries", n, b.N)
-			}
-			slices.Sort(took)
-			b.ReportMetric(percentile(took, 0.5), "ms/refresh-p50")
-			b.ReportMetric(percentile(took, 0.99), "ms/refresh-p99")
-			if strings.HasPrefix(bc.name, "store=pgstore") {
-				b.ReportMetric(float64(roundTrips.Load()-r0)/float64(b.N), "round-trips/refresh")
-				b.ReportMetric(float64(statements.n.Load()-s0)/float64(b.N), "statements/refresh")
-			}
-		})
+	return fleettest.BenchStore{
+		Name:  "pgstore",
+		New:   func(key string) refreshtoken.Store { return pgstore.New(pool, key) },
+		Count: func() (int64, int64) { return roundTrips.Load(), statements.n.Load() },
+		Unit:  "statements",
 	}
-}
-
-// xoauth2Refresh returns a function that refreshes with x/oauth2 at each
-// call, as its ReuseTokenSource does at each expiry: a TokenSource of the
-// config over the latest refresh token, with no access token.
-func xoauth2Refresh(srv *refreshtokentest.Server) func() (*oauth2.Token, error) {
-	rt := srv.NewRefreshToken("openid")
-	return func() (*oauth2.Token, error) {
-		tok, err := srv.Config().TokenSource(context.Background(), &oauth2.Token{RefreshToken: rt}).Token()
-		if err == nil {
-			rt = tok.RefreshToken
-		}
-		return tok, err
-	}
-}
-
-// percentile is the p-th quantile of sorted, in milliseconds.
-func percentile(sorted []time.Duration, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := min(int(p*float64(len(sorted))), len(sorted)-1)
-	return float64(sorted[i]) / float64(time.Millisecond)
-}
-
-// BenchmarkSaveLoad: a Save and a Load of a token of a real token's size
-// (a 1 KB JWT, an ID token, a 64-character refresh token) on a local
-// PostgreSQL (fsync on), plain and sealed by
-// sealedstore, in one run: what encryption adds to each, beside the
-// round trip it rides on.
-func BenchmarkSaveLoad(b *testing.B) {
-	pg := startPostgres(b, "fsync=on")
-	pool := pg.Pool()
-	ctx := context.Background()
-	tok := (&oauth2.Token{AccessToken: strings.Repeat("a", 1024), TokenType: "Bearer",
-		RefreshToken: strings.Repeat("r", 64), Expiry: t0.Add(time.Hour), ExpiresIn: 3600}).
-		WithExtra(map[string]any{"id_token": strings.Repeat("i", 1024), "scope": "openid offline_access"})
-	for _, bc := range []struct {
-		name  string
-		store refreshtoken.Store
-	}{
-		{"store=pgstore", pgstore.New(pool, "saveload:plain")},
-		{"store=pgstore+sealed", sealedstore.New(pgstore.New(pool, "saveload:sealed"), "sealed", benchKeys(b))},
-	} {
-		if err := bc.store.Save(ctx, tok); err != nil {
-			b.Fatal(err)
-		}
-		b.Run(bc.name+"/op=Save", func(b *testing.B) {
-			b.ReportAllocs()
-			for range b.N {
-				if err := bc.store.Save(ctx, tok); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(bc.name+"/op=Load", func(b *testing.B) {
-			b.ReportAllocs()
-			for range b.N {
-				if got, err := bc.store.Load(ctx); err != nil || got.RefreshToken != tok.RefreshToken {
-					b.Fatalf("Load = %v, %v; want the saved token", got != nil, err)
-				}
-			}
-		})
-	}
-}
-
-// benchKeys is a keyring of one new AES-256 key.
-func benchKeys(tb testing.TB) *sealedstore.Keyring {
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	key, err := sealedstore.AESKey("bench-1", secret)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keys, err := sealedstore.NewKeyring(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return keys
 }

@@ -70,6 +70,12 @@ func openFleetStore(config string) (func(string, time.Duration) refreshtoken.Sto
 	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
 	}
+	// pgxpool's default, 4 connections on this machine, is fewer than a
+	// worker's statements in flight (4 callers, and the Pool's refreshes
+	// in the background): a statement that waits for a connection spends
+	// its refresh timeout (400 ms here) waiting. go-redis's pool, which
+	// redisstore's workers use, has 20.
+	cfg.MaxConns = 16
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, nil, err

@@ -47,7 +47,11 @@
 // they sign in again.
 //
 // The pool is the caller's, shared by all the Stores of a process and
-// closed by the caller; a Store opens nothing of its own. Each operation
+// closed by the caller; a Store opens nothing of its own. Size it
+// (MaxConns) for the statements in flight: each takes a connection for
+// its one round trip, and one that waits for a connection spends the
+// source's refresh timeout waiting; pgxpool's default is 4 connections
+// (or one per CPU), fewer than a busy Pool's refreshes. Each operation
 // ends when its context does, with an error that wraps the context's. By
 // default pgx then closes the connection and leaves the statement to the
 // server, which may still run it later (once a row lock it waits for is

@@ -131,11 +131,14 @@ type Option func(*Store)
 // source ends its request to the token endpoint within three quarters of
 // the lease, and a shorter lease cuts slow refreshes short; and shorter than
 // twice that timeout, since a source waits that long for the lock before it
-// gives up and backs off. The lease is counted in milliseconds.
+// gives up and backs off. The lease is counted in whole milliseconds,
+// rounded down (at least 1 ms).
 func WithLease(d time.Duration) Option {
 	return func(s *Store) {
 		if d > 0 {
-			s.lease = max(d, time.Millisecond)
+			// Whole milliseconds, as the server counts it: the lease Lock
+			// returns must not end later than the server's.
+			s.lease = max(d.Truncate(time.Millisecond), time.Millisecond)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -36,5 +37,31 @@ func TestLeaseNotLaterThanServer(t *testing.T) {
 		if err := unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLockPollsAFarLeaseGently: a lease that ends centuries from now (a
+// hostile or corrupt row; the time left in nanoseconds overflows an
+// int64) is polled at the usual doubling interval until the context
+// ends, not every millisecond.
+func TestLockPollsAFarLeaseGently(t *testing.T) {
+	pg := startPostgres(t)
+	pool, _, statements := countingPool(t, pg)
+	ctx := context.Background()
+	const key = "far:user-1"
+	if _, err := pool.Exec(ctx, `INSERT INTO refreshtoken_tokens (key, lock_owner, lock_until)
+		VALUES ($1, 'someone', clock_timestamp() + interval '300 years')`, key); err != nil {
+		t.Fatal(err)
+	}
+	before := statements.n.Load()
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, _, err := pgstore.New(pool, key).Lock(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock = %v; want the context's deadline", err)
+	}
+	// Polls come at least 5, 10, 20, 40, 80, 160, 250 ms apart: at
+	// most 8 in 500 ms, however fast the machine.
+	if n := statements.n.Load() - before; n > 8 {
+		t.Errorf("Lock sent %d statements in 500 ms on a lease held for centuries; want at most 8", n)
 	}
 }

@@ -407,8 +407,11 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 		}
 		// Half the interval plus a random half, so that waiting processes
 		// do not poll in step; no later than the lease's end.
+		// left is capped before it is made a Duration: a lease centuries
+		// away (a corrupt row) would overflow, negative, to a poll a
+		// millisecond.
 		d := wait/2 + rand.N(wait/2+1)
-		if ttl := time.Duration(left) * time.Millisecond; ttl < d {
+		if ttl := time.Duration(min(left, pollMax.Milliseconds())) * time.Millisecond; ttl < d {
 			d = max(ttl, 0) + time.Millisecond
 		}
 		t := time.NewTimer(d)

@@ -287,6 +287,12 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 	}
 	for _, k := range keptExtras {
 		v, _ := tok.Extra(k).(string)
+		if !storable(v) && (k == "id_token" || k == "scope") {
+			// A response field the source does not need (Save may drop
+			// it): refusing the token for it would lose a rotated
+			// refresh token, which the server has already retired.
+			v = ""
+		}
 		size += len(v)
 		fits = fits && storable(v)
 		args = append(args, null(v))

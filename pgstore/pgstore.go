@@ -37,7 +37,11 @@
 // you would them. Connect with TLS that checks the server's name
 // (sslmode=verify-full and sslrootcert in the connection string), keep
 // the table out of logical replication to places that should not hold
-// tokens, and keep its backups as secret as the tokens. A token lost by
+// tokens, and keep its backups as secret as the tokens. Statement logging
+// (log_statement, log_min_duration_statement) writes each statement's
+// parameters, the tokens, to the server's log: where it is on, set
+// log_parameter_max_length = 0 for the role. Add no constraint to the
+// table: the server's error for a violated one quotes the row in its log. A token lost by
 // the database is worse than a slow database: each process then falls back
 // on the token in its memory, which may be retired. Keep synchronous_commit
 // on (the default), and with a standby, make the commit wait for it

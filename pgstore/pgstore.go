@@ -38,7 +38,11 @@
 // encrypts them): protect it as you would them. Connect with TLS that checks the server's name
 // (sslmode=verify-full and sslrootcert in the connection string), keep
 // the table out of logical replication to places that should not hold
-// tokens, and keep its backups as secret as the tokens. A token lost by
+// tokens, and keep its backups as secret as the tokens. Statement logging
+// (log_statement, log_min_duration_statement) writes each statement's
+// parameters, the tokens, to the server's log: where it is on, set
+// log_parameter_max_length = 0 for the role. Add no constraint to the
+// table: the server's error for a violated one quotes the row in its log. A token lost by
 // the database is worse than a slow database: each process then falls back
 // on the token in its memory, which may be retired. Keep synchronous_commit
 // on (the default), and with a standby, make the commit wait for it
@@ -136,11 +140,14 @@ type Option func(*Store)
 // source ends its request to the token endpoint within three quarters of
 // the lease, and a shorter lease cuts slow refreshes short; and shorter than
 // twice that timeout, since a source waits that long for the lock before it
-// gives up and backs off. The lease is counted in milliseconds.
+// gives up and backs off. The lease is counted in whole milliseconds,
+// rounded down (at least 1 ms).
 func WithLease(d time.Duration) Option {
 	return func(s *Store) {
 		if d > 0 {
-			s.lease = max(d, time.Millisecond)
+			// Whole milliseconds, as the server counts it: the lease Lock
+			// returns must not end later than the server's.
+			s.lease = max(d.Truncate(time.Millisecond), time.Millisecond)
 		}
 	}
 }
@@ -289,6 +296,12 @@ func (s *Store) save(ctx context.Context, tok *oauth2.Token, compare bool, previ
 	}
 	for _, k := range keptExtras {
 		v, _ := tok.Extra(k).(string)
+		if !storable(v) && (k == "id_token" || k == "scope") {
+			// A response field the source does not need (Save may drop
+			// it): refusing the token for it would lose a rotated
+			// refresh token, which the server has already retired.
+			v = ""
+		}
 		size += len(v)
 		fits = fits && storable(v)
 		args = append(args, null(v))
@@ -409,8 +422,11 @@ func (s *Store) Lock(ctx context.Context) (expires time.Time, unlock func(contex
 		}
 		// Half the interval plus a random half, so that waiting processes
 		// do not poll in step; no later than the lease's end.
+		// left is capped before it is made a Duration: a lease centuries
+		// away (a corrupt row) would overflow, negative, to a poll a
+		// millisecond.
 		d := wait/2 + rand.N(wait/2+1)
-		if ttl := time.Duration(left) * time.Millisecond; ttl < d {
+		if ttl := time.Duration(min(left, pollMax.Milliseconds())) * time.Millisecond; ttl < d {
 			d = max(ttl, 0) + time.Millisecond
 		}
 		t := time.NewTimer(d)

@@ -140,7 +140,8 @@ func TestSaveRefusesWhatPostgreSQLCannotHold(t *testing.T) {
 	}{
 		{"a NUL byte", &oauth2.Token{AccessToken: "at-SECRET", RefreshToken: "rt-SECRET\x00"}},
 		{"not UTF-8", &oauth2.Token{AccessToken: "at-SECRET\xff\xfe", RefreshToken: "rt-SECRET"}},
-		{"an extra not UTF-8", (&oauth2.Token{AccessToken: "at-SECRET"}).WithExtra(map[string]any{"id_token": "SECRET\xc3("})},
+		// id_token and scope are dropped instead: TestOddScopeKeepsTheRotation.
+		{"a kept extra not UTF-8", (&oauth2.Token{AccessToken: "at-SECRET"}).WithExtra(map[string]any{"dpop_jkt": "SECRET\xc3("})},
 		{"more than 1 MiB", &oauth2.Token{AccessToken: "at-SECRET" + strings.Repeat("A", 1<<20), RefreshToken: "rt-SECRET"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -302,3 +302,33 @@ func TestPausedPastLease(t *testing.T) {
 		t.Errorf("server saw %d refreshes, %d reuse events, %d tolerated; want 2, 0, 1", s.Refreshes, s.ReuseEvents, s.ReuseTolerated)
 	}
 }
+
+// TestOddScopeKeepsTheRotation: a token server whose answer holds a
+// scope PostgreSQL's text cannot hold (a NUL byte, which JSON allows as
+// \u0000) has rotated the refresh token all the same: the store keeps the
+// new refresh token (without that scope, a field Save may drop), so that
+// no other process sends the retired one.
+func TestOddScopeKeepsTheRotation(t *testing.T) {
+	pg := startPostgres(t)
+	clock, srv := newServer(t, refreshtokentest.Config{})
+	rt := srv.NewRefreshToken("openid odd\x00scope")
+	const key = "odd-scope:user-1"
+	a := replica(t, srv, pg, clock, key, rt)
+	tok := mustToken(t, a)
+	if tok.RefreshToken == rt {
+		t.Fatal("the server did not rotate the refresh token")
+	}
+	if s, _ := tok.Extra("scope").(string); s != "openid odd\x00scope" {
+		t.Fatalf("scope %q; want the odd one the server sent", s)
+	}
+	stored, err := pgstore.New(pg.Pool(), key).Load(context.Background())
+	if err != nil || stored == nil || stored.RefreshToken != tok.RefreshToken || stored.AccessToken != tok.AccessToken {
+		t.Fatalf("stored %v, %v; want the rotated token", stored, err)
+	}
+	if s := stored.Extra("scope"); s != nil {
+		t.Errorf("stored scope %q; want none", s)
+	}
+	if id, _ := stored.Extra("id_token").(string); id == "" {
+		t.Error("stored no id_token; want the one the server sent")
+	}
+}

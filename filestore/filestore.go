@@ -83,8 +83,13 @@ type record struct {
 	DPoPThumbprint string `json:"dpop_jkt,omitempty"`
 }
 
-// maxFile bounds what Load reads: a token file is a few kilobytes.
-const maxFile = 1 << 20
+// maxFile bounds what Load reads, and so what Save writes: a file that
+// Load would refuse is never written in place of one it reads. A token
+// file is a few kilobytes, yet the bound is above what a source can be
+// given (it reads at most 1 MiB of a token endpoint's answer), sealed by
+// sealedstore (up to 4 MiB) or written with JSON's escapes (up to six
+// bytes for one), so that no rotated token is refused here.
+const maxFile = 8 << 20
 
 // Load returns the stored token, or nil if there is nothing at the path.
 // It returns an error for a file that the Store refuses (see the package
@@ -151,6 +156,9 @@ func (s *Store) Save(_ context.Context, tok *oauth2.Token) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("filestore: %w", err)
+	}
+	if len(b)+1 > maxFile {
+		return fmt.Errorf("filestore: refusing to save a token file of %d bytes, over the %d that Load reads", len(b)+1, maxFile)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

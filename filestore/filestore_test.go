@@ -507,3 +507,27 @@ func TestClampedExpiryRoundTrips(t *testing.T) {
 		t.Errorf("Load() = {Expiry %v, AccessToken %q, RefreshToken %q}, want {%v, %q, %q}", got.Expiry, got.AccessToken, got.RefreshToken, want, access, "rt2")
 	}
 }
+
+// TestSavesOnlyWhatLoads: a token as large as a source can be given (a
+// 1 MiB token endpoint answer), written with JSON's six-byte escapes,
+// saves and loads; one that would make a file Load refuses is refused by
+// Save, and the stored token stays as it was, rather than being replaced
+// by a file that no later start could read.
+func TestSavesOnlyWhatLoads(t *testing.T) {
+	s := New(filepath.Join(t.TempDir(), "token.json"))
+	// '<' is escaped as \u003c: 1 MiB of it is a 6 MiB file.
+	escaped := &oauth2.Token{AccessToken: strings.Repeat("<", 1<<20), RefreshToken: "rt-1"}
+	if err := s.Save(ctx, escaped); err != nil {
+		t.Fatalf("Save of a 1 MiB token that escapes to 6 MiB = %v", err)
+	}
+	if got, err := s.Load(ctx); err != nil || got.AccessToken != escaped.AccessToken {
+		t.Fatalf("Load after Save of a 1 MiB escaped token = %v, %v; want it", got != nil, err)
+	}
+	huge := &oauth2.Token{AccessToken: strings.Repeat("<", 2<<20), RefreshToken: "rt-2"}
+	if err := s.Save(ctx, huge); err == nil {
+		t.Fatal("Save of a token whose file Load would refuse = nil error")
+	}
+	if got, err := s.Load(ctx); err != nil || got.RefreshToken != "rt-1" {
+		t.Errorf("Load after a refused Save = %v, %v; want the token saved before", got, err)
+	}
+}

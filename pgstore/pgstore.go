@@ -114,9 +114,11 @@ const Schema = `CREATE TABLE IF NOT EXISTS refreshtoken_tokens (
 const DefaultLease = 45 * time.Second
 
 // maxToken bounds the bytes of a token's fields, saved or loaded: real
-// tokens are a few KiB, and a row that holds megabytes was not written by
-// a Store.
-const maxToken = 1 << 20
+// tokens are a few KiB, and a row of many megabytes was not written by a
+// Store. Yet it is above what a source can be given (it reads at most
+// 1 MiB of a token endpoint's answer) and what sealedstore seals (up to
+// 4 MiB), so that no rotated token is refused here.
+const maxToken = 5 << 20
 
 // Store is the token of one identity in PostgreSQL. It is safe for
 // concurrent use by multiple goroutines and processes. An idle Store holds

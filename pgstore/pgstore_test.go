@@ -87,7 +87,7 @@ func TestLoadRefusesWhatIsNotAToken(t *testing.T) {
 	ctx := context.Background()
 	pool := pg.Pool()
 	const secret = "rt-SECRET-in-a-broken-value"
-	big := strings.Repeat("A", 1<<20)
+	big := strings.Repeat("A", 5<<20)
 	for _, tc := range []struct {
 		name string
 		sql  string
@@ -98,7 +98,7 @@ func TestLoadRefusesWhatIsNotAToken(t *testing.T) {
 		{"no token in it", `(key, scope) VALUES ($1, $2)`, []any{secret}, "neither"},
 		{"empty tokens", `(key, access_token, refresh_token, scope) VALUES ($1, '', '', $2)`, []any{secret}, "neither"},
 		{"infinite expiry", `(key, refresh_token, expiry) VALUES ($1, $2, 'infinity')`, []any{secret}, "loading"},
-		{"more than 1 MiB", `(key, access_token, refresh_token) VALUES ($1, $2, $3)`, []any{big, secret}, "more than"},
+		{"more than 5 MiB", `(key, access_token, refresh_token) VALUES ($1, $2, $3)`, []any{big, secret}, "more than"},
 		{"a lease and no token", `(key, lock_owner, lock_until) VALUES ($1, $2, now() + interval '1 hour')`, []any{secret}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,7 +142,7 @@ func TestSaveRefusesWhatPostgreSQLCannotHold(t *testing.T) {
 		{"not UTF-8", &oauth2.Token{AccessToken: "at-SECRET\xff\xfe", RefreshToken: "rt-SECRET"}},
 		// id_token and scope are dropped instead: TestOddScopeKeepsTheRotation.
 		{"a kept extra not UTF-8", (&oauth2.Token{AccessToken: "at-SECRET"}).WithExtra(map[string]any{"dpop_jkt": "SECRET\xc3("})},
-		{"more than 1 MiB", &oauth2.Token{AccessToken: "at-SECRET" + strings.Repeat("A", 1<<20), RefreshToken: "rt-SECRET"}},
+		{"more than 5 MiB", &oauth2.Token{AccessToken: "at-SECRET" + strings.Repeat("A", 5<<20), RefreshToken: "rt-SECRET"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, save := range []func() error{

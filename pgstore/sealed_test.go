@@ -63,3 +63,20 @@ func TestSealedRowHoldsNoSecret(t *testing.T) {
 		t.Errorf("Load of user-1's row copied to user-2 = %v, %v; want ErrCannotOpen", got != nil, err)
 	}
 }
+
+// TestSealedLargestToken: a token as large as a source can be given (it
+// reads at most 1 MiB of a token endpoint's answer), sealed (a third
+// larger), is within what pgstore saves and loads: no rotated token is
+// refused.
+func TestSealedLargestToken(t *testing.T) {
+	pg := startPostgres(t)
+	ctx := context.Background()
+	st := sealedstore.New(pgstore.New(pg.Pool(), "user-1"), "user-1", fleetKeys())
+	tok := &oauth2.Token{AccessToken: strings.Repeat("e", 1<<20), RefreshToken: "rt-large"}
+	if err := st.Save(ctx, tok); err != nil {
+		t.Fatalf("Save of a sealed 1 MiB token = %v", err)
+	}
+	if got, err := st.Load(ctx); err != nil || got.AccessToken != tok.AccessToken {
+		t.Errorf("Load of a sealed 1 MiB token = %v, %v; want it", got != nil, err)
+	}
+}

@@ -68,8 +68,12 @@ const (
 	adTag = "refreshtoken/sealedstore.v1\x00"
 	// maxEntry bounds the sealed entry that Load opens and Save writes: a
 	// token is a few kilobytes, and a hostile store must not make Load
-	// decode and decrypt gigabytes.
-	maxEntry = 1 << 20
+	// decode and decrypt gigabytes. Yet it is well above what an answer the
+	// source takes seals to (the source reads at most 1 MiB of a token
+	// endpoint's answer, and base64 adds a third), so that no rotated
+	// token is refused here; only tokens made mostly of control
+	// characters, whose JSON escapes take six bytes each, could pass it.
+	maxEntry = 4 << 20
 	// hashPrefix starts the compare value, which names its hash.
 	hashPrefix = "sha256."
 )

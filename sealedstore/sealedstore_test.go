@@ -186,7 +186,7 @@ func TestOpenErrors(t *testing.T) {
 		{name: "truncated", stored: withEntry("sealed.v1.k1." + body[:len(body)/2]), want: sealedstore.ErrCannotOpen},
 		{name: "shorter than a nonce", stored: withEntry("sealed.v1.k1.AAAA"), want: sealedstore.ErrCannotOpen},
 		{name: "empty ciphertext", stored: withEntry("sealed.v1.k1."), want: sealedstore.ErrCannotOpen},
-		{name: "huge", stored: withEntry("sealed.v1.k1." + strings.Repeat("A", 2<<20)), want: sealedstore.ErrCannotOpen},
+		{name: "huge", stored: withEntry("sealed.v1.k1." + strings.Repeat("A", 5<<20)), want: sealedstore.ErrCannotOpen},
 		{name: "not base64url", stored: withEntry("sealed.v1.k1." + body[:8] + "!+/=" + body[12:]), want: sealedstore.ErrCannotOpen},
 		{name: "no key id", stored: withEntry("sealed.v1."), want: sealedstore.ErrCannotOpen},
 		{name: "invalid key id", stored: withEntry("sealed.v1.k 1/x." + body), want: sealedstore.ErrCannotOpen},
@@ -295,5 +295,27 @@ func TestNoKeyInStrings(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(keys), `sealedstore.Keyring{current "k2", old ["k1"]}`; got != want {
 		t.Errorf("Keyring = %s, want %s", got, want)
+	}
+}
+
+// TestLargestTokenSeals: a token as large as a source can be given (it
+// reads at most 1 MiB of a token endpoint's answer) seals, saves and
+// opens, in memory and in a file: the bounds of sealedstore and filestore
+// refuse no rotated token.
+func TestLargestTokenSeals(t *testing.T) {
+	k1, _ := newKey(t, "k1")
+	keys := ring(t, k1)
+	tok := &oauth2.Token{AccessToken: strings.Repeat("e", 1<<20), RefreshToken: "rt-large"}
+	for name, inner := range map[string]refreshtoken.Store{
+		"MemoryStore": refreshtokentest.NewMemoryStore(nil, 0),
+		"filestore":   filestore.New(filepath.Join(t.TempDir(), "token.json")),
+	} {
+		st := sealedstore.New(inner, "user-1", keys)
+		if err := st.Save(context.Background(), tok); err != nil {
+			t.Fatalf("%s: Save of a 1 MiB token = %v", name, err)
+		}
+		if got, err := st.Load(context.Background()); err != nil || got.AccessToken != tok.AccessToken {
+			t.Errorf("%s: Load of a sealed 1 MiB token = %v, %v; want it", name, got != nil, err)
+		}
 	}
 }

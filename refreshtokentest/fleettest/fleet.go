@@ -243,6 +243,13 @@ func testServerRestart(t *testing.T, b Backend) {
 	fleet := startFleet(t, 3, cfg)
 
 	waitRefreshes(t, srv, 2)
+	// The server goes down once the refresh's save has landed, which its
+	// lock's release shows. An outage from the token server's answer to
+	// the save that outlasts the lease is the protocol's limit
+	// (docs/stores.md): the next process sends the refresh token the store
+	// still holds, which only the server's reuse interval accepts, as
+	// KillLockHolder shows for a holder killed at that point.
+	waitUnlocked(t, b, cfg.Key)
 	b.Stop()
 	down := srv.Stats().Refreshes
 	failing := make(chan struct{}, 1)

@@ -326,6 +326,19 @@ func waitRefreshes(t *testing.T, srv *refreshtokentest.Server, n int) {
 	}
 }
 
+// waitUnlocked waits until no refresh lease on key is held; a guard of a
+// minute, far above the milliseconds a save takes.
+func waitUnlocked(t *testing.T, b Backend, key string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for b.Locked(key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the lease on %q to be released", key)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // stopFleet stops every worker still running, and checks that no caller
 // failed, was handed an expired token or had an API call rejected.
 func stopFleet(t *testing.T, fleet map[int]*worker) (total workerResult) {
